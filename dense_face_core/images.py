@@ -43,3 +43,21 @@ def to_rgb_uint8(image, name: str = "image") -> np.ndarray:
 
 def to_float01(image_uint8: np.ndarray) -> np.ndarray:
     return image_uint8.astype(np.float32) / 255.0
+
+
+def read_image(path) -> np.ndarray:
+    """Read a photo as RGB uint8, honouring EXIF orientation; 16-bit and gray/RGBA files are converted."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im).astype(np.uint16, copy=False)
+            elif im.mode in ("RGB", "RGBA", "L", "LA"):
+                arr = np.asarray(im)
+            else:
+                arr = np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB"))
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise DenseFaceInputError(f"could not read image {path}: {exc}") from exc
+    return to_rgb_uint8(arr, str(path))

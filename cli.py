@@ -1,0 +1,111 @@
+"""``dense-face`` command line: a thin dispatcher over dense_face_core (and train/, bench/).
+
+Each subcommand imports its implementation only when it runs, so ``dense-face --help``
+is instant and no subcommand pays for another's imports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def comfyui_models_dirs(kind: str) -> list[Path]:
+    """Where a ComfyUI install keeps ``models/<kind>``: beside our custom_nodes clone, or $COMFYUI_PATH."""
+    dirs = []
+    if PACKAGE_DIR.parent.name == "custom_nodes":
+        dirs.append(PACKAGE_DIR.parent.parent / "models" / kind)
+    if os.environ.get("COMFYUI_PATH"):
+        dirs.append(Path(os.environ["COMFYUI_PATH"]) / "models" / kind)
+    return dirs
+
+
+def _cmd_pose_image(args) -> int:
+    from PIL import Image
+
+    from .dense_face_core.io_utils import atomic_save_png
+    from .dense_face_core.pose import draw_pose_image
+
+    img = draw_pose_image(args.yaw, args.pitch, args.roll, size=args.size)
+    atomic_save_png(Image.fromarray(img), args.out)
+    print(f"wrote {args.out} ({args.size}x{args.size}, yaw={args.yaw} pitch={args.pitch} roll={args.roll})")
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from .dense_face_core.errors import DenseFaceError
+    from .dense_face_core.images import read_image
+    from .dense_face_core.landmarker import FaceAnalyzer, find_landmarker_model
+
+    model = find_landmarker_model(args.landmarker, comfyui_models_dirs("mediapipe"))
+    results, failed = [], 0
+    with FaceAnalyzer(model, max_faces=args.max_faces) as analyzer:
+        for path in args.images:
+            try:
+                faces = analyzer.detect(read_image(path), name=str(path))
+            except DenseFaceError as exc:
+                failed += 1
+                results.append({"image": str(path), "faces": 0, "error": str(exc)})
+                continue
+            entry = {"image": str(path), "faces": len(faces)}
+            if faces:
+                entry.update(faces[0].as_dict())
+            results.append(entry)
+    if args.json:
+        json.dump(results, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for r in results:
+            if r.get("error"):
+                print(f"{r['image']}: ERROR {r['error']}")
+            elif r["faces"] == 0:
+                print(f"{r['image']}: no face")
+            else:
+                box = ", ".join(f"{v:.0f}" for v in r["box"])
+                print(f"{r['image']}: {r['faces']} face(s); largest box [{box}] "
+                      f"yaw {r['yaw']:.1f} pitch {r['pitch']:.1f} roll {r['roll']:.1f} deg")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dense-face", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pose-image", help="draw the pose image for yaw/pitch/roll (degrees)")
+    p.add_argument("--yaw", type=float, required=True)
+    p.add_argument("--pitch", type=float, required=True)
+    p.add_argument("--roll", type=float, required=True)
+    p.add_argument("--size", type=int, default=256, help="canvas size (256 = the authors' drawing)")
+    p.add_argument("--out", required=True, help="output PNG file")
+    p.set_defaults(func=_cmd_pose_image)
+
+    p = sub.add_parser("analyze", help="detect faces: box, head pose, 478 landmarks")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER "
+                                        "or ComfyUI's models/mediapipe)")
+    p.add_argument("--max-faces", type=int, default=4)
+    p.set_defaults(func=_cmd_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .dense_face_core.errors import DenseFaceError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DenseFaceError as exc:
+        print(f"dense-face {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real ComfyUI, the shared test data, the MediaPipe model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+LANDMARKER = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
+
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/dense-face-mpl")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"shared test data not found at {SHARED} (only present on the project's machines)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def landmarker_path() -> Path:
+    if not LANDMARKER.is_file():
+        pytest.skip(f"MediaPipe face landmarker model not found at {LANDMARKER}")
+    return LANDMARKER
+
+
+@pytest.fixture(scope="session")
+def analyzer(landmarker_path):
+    from dense_face.dense_face_core.landmarker import FaceAnalyzer
+
+    with FaceAnalyzer(landmarker_path) as fa:
+        yield fa
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    from comfy_harness import InProcessComfy
+
+    return InProcessComfy(tmp_path_factory.mktemp("comfy"))
