@@ -9,8 +9,7 @@ Pixel convention (everywhere in this module): OpenCV's pixel-centre coordinates,
 centre of pixel (col, row) is the point (col, row) and an image of width W spans
 [-0.5, W - 0.5]. That is what ``cv2.warpAffine`` uses, so ``FaceCrop.matrix`` can be
 handed to OpenCV as is. MediaPipe-normalised landmarks ``n`` map to ``n * W - 0.5`` in
-this convention (:func:`landmarks_to_pixels`); note ``Face.points`` is ``n * W`` and is
-therefore half a pixel off from it.
+this convention (:func:`landmarker.landmarks_to_pixels`, also behind ``Face.points``).
 
 All functions work on one image; for a batch, loop over its images (each one has its own
 faces and therefore its own :class:`FaceCrop`).
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DenseFaceInputError
+from .landmarker import head_pose_from_points, landmarks_to_pixels, pixels_to_landmarks  # noqa: F401 (re-exported)
 
 NUM_LANDMARKS = 478
 MIN_CROP_SIZE = 64
@@ -47,7 +47,8 @@ class FaceCrop:
     by ``cv2.warpAffine``), ``inverse`` the other way. ``landmarks`` are the face's 478
     landmarks normalised to the crop the way MediaPipe normalises (x/size, y/size, z
     scaled like x). ``box`` is the landmarks' bounding box in source pixels
-    (x0, y0, x1, y1). The pose is that of the crop-space landmarks, in degrees.
+    (x0, y0, x1, y1), pixel-centre convention (``Face.box`` minus half a pixel). The
+    pose is that of the crop-space landmarks, in degrees.
     """
 
     matrix: np.ndarray
@@ -100,8 +101,15 @@ def check_crop_size(crop_size, name: str = "crop_size") -> int:
     return size
 
 
+def _as_float_array(value, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DenseFaceInputError(f"{name}: expected an array of numbers, got {type(value).__name__}") from None
+
+
 def check_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
-    arr = np.asarray(landmarks, dtype=np.float64)
+    arr = _as_float_array(landmarks, name)
     if arr.ndim != 2 or arr.shape[0] < NUM_LANDMARKS or arr.shape[1] not in (2, 3):
         raise DenseFaceInputError(f"{name}: expected {NUM_LANDMARKS} MediaPipe landmarks of shape "
                                   f"({NUM_LANDMARKS}, 3) or ({NUM_LANDMARKS}, 2), got {tuple(arr.shape)}")
@@ -124,7 +132,7 @@ def check_image_size(image_size, name: str = "image_size") -> tuple[int, int]:
 
 
 def check_points(points, name: str = "points") -> np.ndarray:
-    arr = np.asarray(points, dtype=np.float64)
+    arr = _as_float_array(points, name)
     if arr.ndim < 1 or arr.shape[-1] not in (2, 3):
         raise DenseFaceInputError(f"{name}: expected points of shape (N, 2) or (N, 3), got {tuple(arr.shape)}")
     if not np.isfinite(arr).all():
@@ -141,22 +149,6 @@ def check_image_matches(image: np.ndarray, crop: FaceCrop, name: str = "image") 
 
 
 # ---------------------------------------------------------------- coordinates
-
-def landmarks_to_pixels(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """MediaPipe-normalised (x, y[, z]) -> (N, 2) pixel-centre coordinates."""
-    w, h = image_size
-    lm = np.asarray(landmarks, np.float64)
-    return lm[:, :2] * np.array([w, h], np.float64) - 0.5
-
-
-def pixels_to_landmarks(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`landmarks_to_pixels` for x, y (z, if present, is passed through)."""
-    w, h = image_size
-    pts = np.asarray(points, np.float64)
-    out = pts.copy()
-    out[:, :2] = (pts[:, :2] + 0.5) / np.array([w, h], np.float64)
-    return out
-
 
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, np.float64)
@@ -238,8 +230,6 @@ def _canonical_array(canonical_vertices) -> np.ndarray:
 def crop_from_landmarks(landmarks, image_size: tuple[int, int], crop_size: int = 512,
                         padding: float = 0.0, *, canonical_vertices) -> FaceCrop:
     """:func:`compute_face_crop` for raw MediaPipe-normalised landmarks (e.g. a dataset CSV)."""
-    from .landmarker import head_pose_from_points
-
     lm = check_landmarks(landmarks)
     size = check_crop_size(crop_size)
     w, h = check_image_size(image_size)
@@ -257,9 +247,8 @@ def crop_from_landmarks(landmarks, image_size: tuple[int, int], crop_size: int =
     crop_lm[:, 2] = lm[:, 2] * (w * (size / (2.0 * float(np.hypot(*x))))) / size
     # head_pose_from_points expects n * size (the FaceAnalyzer convention).
     pitch, yaw, roll, _ = head_pose_from_points(crop_lm[:, :2] * size, (size, size), verts)
-    box_pts = lm[:, :2] * np.array([w, h])
-    box = (float(box_pts[:, 0].min()), float(box_pts[:, 1].min()),
-           float(box_pts[:, 0].max()), float(box_pts[:, 1].max()))
+    box = (float(src_px[:, 0].min()), float(src_px[:, 1].min()),
+           float(src_px[:, 0].max()), float(src_px[:, 1].max()))
     return FaceCrop(matrix=matrix, inverse=invert_affine(matrix), size=size, source_size=(w, h),
                     landmarks=crop_lm.astype(np.float32), box=box,
                     pitch=float(pitch), yaw=float(yaw), roll=float(roll))
@@ -300,21 +289,28 @@ _BORDERS = {"reflect101": "BORDER_REFLECT_101", "replicate": "BORDER_REPLICATE",
             "constant": "BORDER_CONSTANT"}
 
 
+_INTERPOLATIONS = ("cubic", "linear", "nearest")
+
+
 def warp_affine(image: np.ndarray, matrix: np.ndarray, dsize: tuple[int, int],
-                border: str = CROP_BORDER, interpolation: str = "linear") -> np.ndarray:
+                border: str = CROP_BORDER, interpolation: str = "cubic") -> np.ndarray:
     """``cv2.warpAffine`` that does not alias when it shrinks.
 
     Below a scale of :data:`AREA_PRESHRINK_BELOW` the whole source is first shrunk with
     INTER_AREA to about the output's scale (a box filter over the pixels each output
     pixel covers), and the matrix is corrected for that exact resize; the warp left over
-    is a rotation at roughly unit scale.
+    is a rotation at roughly unit scale. Bicubic halves the crop -> paste round-trip error
+    of bilinear on real photos; its overshoot is clipped to the input's value range.
+    "nearest" (label maps) never pre-shrinks, so labels are never mixed.
     """
     import cv2
 
+    if interpolation not in _INTERPOLATIONS:
+        raise DenseFaceInputError(f"interpolation: expected one of {_INTERPOLATIONS}, got {interpolation!r}")
     src = np.ascontiguousarray(image)
     M = np.asarray(matrix, np.float64)
     s = math.sqrt(abs(np.linalg.det(M[:, :2])))
-    if s < AREA_PRESHRINK_BELOW:
+    if s < AREA_PRESHRINK_BELOW and interpolation != "nearest":
         h, w = src.shape[:2]
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         rx, ry = nw / w, nh / h
@@ -325,21 +321,28 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, dsize: tuple[int, int],
     flags = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}[interpolation]
     out = cv2.warpAffine(src, M, (int(dsize[0]), int(dsize[1])), flags=flags,
                          borderMode=getattr(cv2, _BORDERS[border]), borderValue=0)
+    if interpolation == "cubic" and np.issubdtype(src.dtype, np.floating) and src.size:
+        lo, hi = float(src.min()), float(src.max())
+        if border == "constant":
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        np.clip(out, lo, hi, out=out)
     if out.ndim == 2 and np.ndim(image) == 3:
         out = out[:, :, None]
     return out
 
 
-def warp_to_crop(image: np.ndarray, crop: FaceCrop) -> np.ndarray:
+def warp_to_crop(image: np.ndarray, crop: FaceCrop, interpolation: str = "cubic") -> np.ndarray:
     """The aligned crop (crop.size x crop.size) of one HxW[xC] image, same dtype.
 
-    Bilinear, with an INTER_AREA pre-shrink for big faces (see :func:`warp_affine`); where
-    the square leaves the image the border is reflected (BORDER_REFLECT_101), which gives
-    the generator plausible context instead of black bars or smeared edge streaks.
+    Bicubic with an INTER_AREA pre-shrink for big faces (see :func:`warp_affine`); use
+    "nearest" for label maps. Where the square leaves the image the border is reflected
+    (BORDER_REFLECT_101), which gives the generator plausible context instead of black
+    bars or smeared edge streaks.
     """
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and not 1 <= arr.shape[2] <= 4):
         raise DenseFaceInputError(f"image: expected one image of shape (H, W) or (H, W, C), got "
                                   f"{tuple(arr.shape)}; for a batch, crop each image separately")
     check_image_matches(arr, crop, "image")
-    return warp_affine(arr, crop.matrix, (crop.size, crop.size), border=CROP_BORDER)
+    return warp_affine(arr, crop.matrix, (crop.size, crop.size), border=CROP_BORDER,
+                       interpolation=interpolation)

@@ -36,6 +36,26 @@ PNP_FOCAL_FACTOR = 10.0
 _CV_TO_CANONICAL = np.diag([1.0, -1.0, -1.0])
 
 
+def landmarks_to_pixels(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """MediaPipe-normalised (x, y[, z]) -> (N, 2) OpenCV pixel-centre coordinates (``n * W - 0.5``).
+
+    The one pixel convention of the project: the centre of pixel (col, row) is the point
+    (col, row), which is what ``cv2.warpAffine`` and ``solvePnP`` assume.
+    """
+    w, h = image_size
+    lm = np.asarray(landmarks, np.float64)
+    return lm[:, :2] * np.array([w, h], np.float64) - 0.5
+
+
+def pixels_to_landmarks(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`landmarks_to_pixels` for x, y (z, if present, is passed through)."""
+    w, h = image_size
+    pts = np.asarray(points, np.float64)
+    out = pts.copy()
+    out[:, :2] = (pts[:, :2] + 0.5) / np.array([w, h], np.float64)
+    return out
+
+
 def find_landmarker_model(path: str | os.PathLike | None = None,
                           search_dirs: Iterable[str | os.PathLike] = ()) -> Path:
     """Locate the FaceLandmarker ``.task`` bundle or raise a :class:`MissingModelError` saying where it goes."""
@@ -82,9 +102,8 @@ class Face:
 
     @property
     def points(self) -> np.ndarray:
-        """(478, 2) float64 pixel coordinates."""
-        w, h = self.image_size
-        return self.landmarks[:, :2].astype(np.float64) * np.array([w, h], np.float64)
+        """(478, 2) float64 pixel-centre coordinates (:func:`landmarks_to_pixels`)."""
+        return landmarks_to_pixels(self.landmarks, self.image_size)
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -106,12 +125,12 @@ class Face:
 
 def head_pose_from_points(points: np.ndarray, image_size: tuple[int, int],
                           canonical_vertices: np.ndarray) -> tuple[float, float, float, np.ndarray]:
-    """(pitch, yaw, roll, R) from >= 468 pixel landmarks; R is the head rotation in the y-up camera frame."""
+    """(pitch, yaw, roll, R) from >= 468 pixel-centre landmarks; R is the head rotation in the y-up camera frame."""
     import cv2
 
     w, h = image_size
     f = PNP_FOCAL_FACTOR * float(max(w, h))
-    K = np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+    K = np.array([[f, 0.0, (w - 1) / 2.0], [0.0, f, (h - 1) / 2.0], [0.0, 0.0, 1.0]])
     obj = np.ascontiguousarray(canonical_vertices[:468], np.float64)
     img = np.ascontiguousarray(points[:468, :2], np.float64)
     ok, rvec, _tvec = cv2.solvePnP(obj, img, K, None, flags=cv2.SOLVEPNP_ITERATIVE)
@@ -174,7 +193,7 @@ class FaceAnalyzer:
             arr = np.array([[p.x, p.y, p.z] for p in lms], np.float32)
             if arr.shape[0] != NUM_LANDMARKS:
                 continue
-            pts = arr[:, :2].astype(np.float64) * np.array([w, h], np.float64)
+            pts = landmarks_to_pixels(arr, (w, h))
             pitch, yaw, roll, R = head_pose_from_points(pts, (w, h), self.canonical.vertices)
             faces.append(Face(arr, (w, h), pitch, yaw, roll, R))
         faces.sort(key=lambda f: f.size, reverse=True)
