@@ -60,6 +60,7 @@ class FaceCrop:
     pitch: float
     yaw: float
     roll: float
+    has_face: bool = True
 
     def __post_init__(self) -> None:
         for arr in (self.matrix, self.inverse, self.landmarks):
@@ -241,12 +242,12 @@ def crop_from_landmarks(landmarks, image_size: tuple[int, int], crop_size: int =
     src_px = landmarks_to_pixels(lm, (w, h))
     c, x = alignment_quad(src_px, padding)
     matrix = similarity_from_quad(c, x, size)
+    crop_px = apply_affine(src_px, matrix)
     crop_lm = np.empty((NUM_LANDMARKS, 3), np.float64)
-    crop_lm[:, :2] = (apply_affine(src_px, matrix) + 0.5) / size
+    crop_lm[:, :2] = (crop_px + 0.5) / size
     # MediaPipe's z is in units of the image width; rescale it to the crop's width.
     crop_lm[:, 2] = lm[:, 2] * (w * (size / (2.0 * float(np.hypot(*x))))) / size
-    # head_pose_from_points expects n * size (the FaceAnalyzer convention).
-    pitch, yaw, roll, _ = head_pose_from_points(crop_lm[:, :2] * size, (size, size), verts)
+    pitch, yaw, roll, _ = head_pose_from_points(crop_px, (size, size), verts)
     box = (float(src_px[:, 0].min()), float(src_px[:, 1].min()),
            float(src_px[:, 0].max()), float(src_px[:, 1].max()))
     return FaceCrop(matrix=matrix, inverse=invert_affine(matrix), size=size, source_size=(w, h),
@@ -280,7 +281,24 @@ def resize_crop(crop: FaceCrop, crop_size: int) -> FaceCrop:
     matrix[:, 2] += S[:, 2]
     return FaceCrop(matrix=matrix, inverse=invert_affine(matrix), size=size, source_size=crop.source_size,
                     landmarks=np.array(crop.landmarks), box=crop.box,
-                    pitch=crop.pitch, yaw=crop.yaw, roll=crop.roll)
+                    pitch=crop.pitch, yaw=crop.yaw, roll=crop.roll, has_face=crop.has_face)
+
+
+def passthrough_crop(image_size: tuple[int, int], crop_size: int = 512) -> FaceCrop:
+    """The centred square of an image where no face was found (``has_face`` False, no landmarks).
+
+    It lets a graph run on without a face: the crop still shows the image, the mask is
+    empty, and paste-back leaves the base image untouched.
+    """
+    size = check_crop_size(crop_size)
+    w, h = check_image_size(image_size)
+    side = float(min(w, h))
+    k = size / side
+    x0, y0 = (w - side) / 2.0, (h - side) / 2.0
+    matrix = np.array([[k, 0.0, (0.5 - x0) * k - 0.5], [0.0, k, (0.5 - y0) * k - 0.5]])
+    return FaceCrop(matrix=matrix, inverse=invert_affine(matrix), size=size, source_size=(w, h),
+                    landmarks=np.zeros((0, 3), np.float32), box=(0.0, 0.0, 0.0, 0.0),
+                    pitch=0.0, yaw=0.0, roll=0.0, has_face=False)
 
 
 # ---------------------------------------------------------------- warping

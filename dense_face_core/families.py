@@ -4,6 +4,7 @@ The weight file keys adapters by the ldm (original) attention path, ComfyUI patc
 runtime block key, and the trainer works on diffusers modules; all three are derived here
 from the same geometry so they can never drift apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,11 @@ class BaseFamily:
 
 SD15 = BaseFamily(name="sd15", context_dim=768, num_heads=8)
 SD21 = BaseFamily(
-    name="sd21", context_dim=1024, num_heads=None, num_head_channels=64, use_linear_in_transformer=True
+    name="sd21",
+    context_dim=1024,
+    num_heads=None,
+    num_head_channels=64,
+    use_linear_in_transformer=True,
 )
 
 _REGISTRY: dict[str, BaseFamily] = {SD15.name: SD15, SD21.name: SD21}
@@ -57,7 +62,9 @@ def register_family(family: BaseFamily) -> BaseFamily:
     """Make a family known to loaders; used for tiny test geometries (never the product ones)."""
     known = _REGISTRY.get(family.name)
     if known is not None and known != family:
-        raise DenseFaceInputError(f"base family {family.name!r} is already registered with another geometry")
+        raise DenseFaceInputError(
+            f"base family {family.name!r} is already registered with another geometry"
+        )
     _REGISTRY[family.name] = family
     return family
 
@@ -106,7 +113,9 @@ class AttentionLayer:
         return self.comfy_block[1]
 
 
-def _transformer_sites(family: BaseFamily) -> list[tuple[str, str, int, tuple[str, int]]]:
+def _transformer_sites(
+    family: BaseFamily,
+) -> list[tuple[str, str, int, tuple[str, int]]]:
     """(ldm block path, diffusers attention-module path, channels, comfy block) per transformer."""
     fam = family
     nrb = fam.num_res_blocks
@@ -117,7 +126,14 @@ def _transformer_sites(family: BaseFamily) -> list[tuple[str, str, int, tuple[st
         if ds in fam.attention_ds:
             for j in range(nrb):
                 n = 1 + level * (nrb + 1) + j
-                sites.append((f"input_blocks.{n}.1", f"down_blocks.{level}.attentions.{j}", ch, ("input", n)))
+                sites.append(
+                    (
+                        f"input_blocks.{n}.1",
+                        f"down_blocks.{level}.attentions.{j}",
+                        ch,
+                        ("input", n),
+                    )
+                )
         ds *= 2
     ds //= 2
     mid_ch = fam.model_channels * fam.channel_mult[-1]
@@ -127,7 +143,14 @@ def _transformer_sites(family: BaseFamily) -> list[tuple[str, str, int, tuple[st
         if ds in fam.attention_ds:
             for j in range(nrb + 1):
                 n = up * (nrb + 1) + j
-                sites.append((f"output_blocks.{n}.1", f"up_blocks.{up}.attentions.{j}", ch, ("output", n)))
+                sites.append(
+                    (
+                        f"output_blocks.{n}.1",
+                        f"up_blocks.{up}.attentions.{j}",
+                        ch,
+                        ("output", n),
+                    )
+                )
         ds //= 2
     return sites
 
@@ -167,4 +190,6 @@ def attention_layer(family: str | BaseFamily, path: str) -> AttentionLayer:
     for a in attention_layers(family):
         if path in (a.ldm_path, a.diffusers_path):
             return a
-    raise DenseFaceInputError(f"{path!r} is not an attention layer of base family {get_family(family).name}")
+    raise DenseFaceInputError(
+        f"{path!r} is not an attention layer of base family {get_family(family).name}"
+    )

@@ -32,6 +32,8 @@ MIN_FACE_PX = 64
 # MediaPipe resizes to 256x256 for landmarks anyway; bigger inputs only cost time.
 MAX_ANALYSIS_SIDE = 2048
 PNP_FOCAL_FACTOR = 10.0
+TILE_FRACTIONS = (0.5, 0.25)
+MIN_TILE_SIDE = 160
 # Converts OpenCV's camera frame (y down, z forward) to the canonical face's (y up, z back).
 _CV_TO_CANONICAL = np.diag([1.0, -1.0, -1.0])
 
@@ -172,14 +174,33 @@ class FaceAnalyzer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def detect(self, image, name: str = "image") -> list[Face]:
-        """All faces in ``image`` (any dtype/channels :func:`to_rgb_uint8` accepts), largest first."""
+    def detect(self, image, name: str = "image", tiles: bool = True) -> list[Face]:
+        """All faces in ``image`` (any dtype/channels :func:`to_rgb_uint8` accepts), largest first.
+
+        MediaPipe's detector sees the whole frame at 128x128, so faces under about a tenth
+        of the frame (group photos) go unseen; when nothing is found and ``tiles`` is set,
+        overlapping tiles of 1/2 then 1/4 of the longer side are searched.
+        """
+        rgb = to_rgb_uint8(image, name)
+        h, w = rgb.shape[:2]
+        found = self._landmarks_in(rgb)
+        if not found and tiles:
+            found = self._landmarks_in_tiles(rgb)
+        faces = []
+        for arr in found:
+            pitch, yaw, roll, R = head_pose_from_points(landmarks_to_pixels(arr, (w, h)), (w, h),
+                                                        self.canonical.vertices)
+            faces.append(Face(arr, (w, h), pitch, yaw, roll, R))
+        faces.sort(key=lambda f: f.size, reverse=True)
+        return faces
+
+    def _landmarks_in(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """MediaPipe landmarks (478, 3), normalised to ``rgb``."""
         import cv2
         import mediapipe as mp
 
         if self._landmarker is None:
             raise RuntimeError("FaceAnalyzer is closed")
-        rgb = to_rgb_uint8(image, name)
         h, w = rgb.shape[:2]
         scale = min(1.0, MAX_ANALYSIS_SIDE / max(h, w))
         if scale < 1.0:
@@ -188,21 +209,63 @@ class FaceAnalyzer:
         with self._lock:
             result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
                                                       data=np.ascontiguousarray(rgb)))
-        faces = []
+        out = []
         for lms in result.face_landmarks:
             arr = np.array([[p.x, p.y, p.z] for p in lms], np.float32)
-            if arr.shape[0] != NUM_LANDMARKS:
-                continue
-            pts = landmarks_to_pixels(arr, (w, h))
-            pitch, yaw, roll, R = head_pose_from_points(pts, (w, h), self.canonical.vertices)
-            faces.append(Face(arr, (w, h), pitch, yaw, roll, R))
-        faces.sort(key=lambda f: f.size, reverse=True)
-        return faces
+            if arr.shape[0] == NUM_LANDMARKS and np.isfinite(arr).all():
+                out.append(arr)
+        return out
+
+    def _landmarks_in_tiles(self, rgb: np.ndarray) -> list[np.ndarray]:
+        h, w = rgb.shape[:2]
+        found: list[np.ndarray] = []
+        boxes: list[tuple[float, float, float, float]] = []
+        for fraction in TILE_FRACTIONS:
+            tile = int(max(h, w) * fraction)
+            if tile < MIN_TILE_SIDE:
+                break
+            for y0 in _tile_starts(h, tile):
+                for x0 in _tile_starts(w, tile):
+                    part = rgb[y0:y0 + tile, x0:x0 + tile]
+                    th, tw = part.shape[:2]
+                    for arr in self._landmarks_in(part):
+                        lo, hi = arr[:, :2].min(axis=0), arr[:, :2].max(axis=0)
+                        cut = ((lo[0] < 0 and x0 > 0) or (lo[1] < 0 and y0 > 0)
+                               or (hi[0] > 1 and x0 + tw < w) or (hi[1] > 1 and y0 + th < h))
+                        if cut:  # truncated by this tile; an overlapping tile holds it whole
+                            continue
+                        full = arr.copy()
+                        full[:, 0] = (arr[:, 0] * tw + x0) / w
+                        full[:, 1] = (arr[:, 1] * th + y0) / h
+                        full[:, 2] = arr[:, 2] * tw / w
+                        box = (*(full[:, :2].min(axis=0) * (w, h)), *(full[:, :2].max(axis=0) * (w, h)))
+                        if all(_iou(box, b) < 0.3 for b in boxes):
+                            boxes.append(box)
+                            found.append(full)
+            if found:
+                break
+        return found
 
     def pose_of_points(self, points: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float]:
         """Head pose of landmarks already in pixels of some image (e.g. after a crop warp)."""
         pitch, yaw, roll, _ = head_pose_from_points(points, image_size, self.canonical.vertices)
         return pitch, yaw, roll
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """Tile origins with 50 % overlap covering ``length``."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, max(1, tile // 2)))
+    return starts + [length - tile]
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def select_face(faces: Sequence[Face], which: str | int = "largest", min_size: float = MIN_FACE_PX,

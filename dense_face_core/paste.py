@@ -122,7 +122,8 @@ def paste_back(base, face, crop: FaceCrop, mask=None, feather: float | None = No
 
     ``base`` and ``face`` are float RGB in [0, 1] (H, W, 3); ``mask`` is crop-space,
     1 = take the face (None = the whole crop square); ``feather`` is in source pixels
-    (None = :func:`auto_feather`). Returns a new float32 image the size of ``base``.
+    (None = :func:`auto_feather`). Returns a new float32 image the size of ``base``; for a
+    crop without a face (:func:`~.crop.passthrough_crop`) that is ``base`` unchanged.
     """
     if not isinstance(crop, FaceCrop):
         raise DenseFaceInputError(f"crop: expected a FaceCrop, got {type(crop).__name__}")
@@ -142,6 +143,8 @@ def paste_back(base, face, crop: FaceCrop, mask=None, feather: float | None = No
     face = _to_crop_size(face, crop.size)
     mask = _check_mask(mask, crop.size)
     out = base.copy()
+    if not crop.has_face:
+        return out
     roi = _roi(crop)
     x0, y0, x1, y1 = roi
     if x1 <= x0 or y1 <= y0:

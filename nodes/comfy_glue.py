@@ -52,6 +52,13 @@ def image_to_numpy(images: torch.Tensor) -> list[np.ndarray]:
     return [img for img in images.detach().cpu().float().numpy()]
 
 
+def rgb_channels(image: np.ndarray) -> np.ndarray:
+    """(H,W,C) float -> (H,W,3): alpha dropped, gray repeated (IMAGE tensors may carry 1 or 4 channels)."""
+    if image.shape[-1] >= 3:
+        return np.ascontiguousarray(image[..., :3])
+    return np.repeat(image[..., :1], 3, axis=-1)
+
+
 def numpy_to_image(arrays) -> torch.Tensor:
     """list of (H,W,3) float [0,1] or uint8 arrays (same size) -> IMAGE."""
     out = []

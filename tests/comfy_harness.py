@@ -7,6 +7,7 @@ user's ComfyUI would load a clone. Only one ComfyUI can live in a process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -14,7 +15,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import types
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +42,13 @@ def torchvision_stub_dir(base: Path) -> Path | None:
     try:
         import torchvision
 
-        if hasattr(torchvision, "__version__"):  # a real one (our stub has no version)
+        if hasattr(torchvision, "__version__"):  # a real one (our stubs have no version)
             return None
     except Exception:
         pass
+    finally:
+        for name in [n for n, m in sys.modules.items() if n.startswith("torchvision") and m is None]:
+            del sys.modules[name]
     stub = base / "torchvision_stub"
     for sub in ("", "transforms", "models"):
         d = stub / "torchvision" / sub
@@ -59,17 +65,49 @@ def link_pack(custom_nodes: Path) -> Path:
     return link
 
 
+@contextlib.contextmanager
+def torchvision_import_stub():
+    """Module objects standing in for torchvision only while ComfyUI imports.
+
+    Removed afterwards, so that transformers/diffusers (which probe for torchvision and
+    use it when found) see no torchvision at all rather than a hollow one.
+    """
+    real = torchvision_stub_dir(Path(tempfile.gettempdir())) is None
+    if real:
+        yield
+        return
+    import transformers  # noqa: F401  (decides, and caches, that torchvision is absent before the stub exists)
+
+    names = ("torchvision", "torchvision.transforms", "torchvision.models")
+    saved = {n: sys.modules.get(n) for n in names}
+    root = types.ModuleType("torchvision")
+    for sub in ("transforms", "models"):
+        mod = types.ModuleType(f"torchvision.{sub}")
+        setattr(root, sub, mod)
+        sys.modules[f"torchvision.{sub}"] = mod
+    sys.modules["torchvision"] = root
+    try:
+        yield
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+
+
 class InProcessComfy:
     """ComfyUI imported into this process with our pack loaded."""
 
     def __init__(self, workdir: Path):
         self.root = comfyui_root()
         self.workdir = workdir
-        stub = torchvision_stub_dir(workdir)
-        if stub is not None and str(stub) not in sys.path:
-            sys.path.insert(0, str(stub))
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
+        with torchvision_import_stub():
+            self._import_comfy()
+
+    def _import_comfy(self) -> None:
         from comfy.cli_args import args
 
         args.cpu = True
@@ -77,6 +115,7 @@ class InProcessComfy:
         import folder_paths
         import nodes
 
+        workdir = self.workdir
         self.nodes = nodes
         self.folder_paths = folder_paths
         self.models_dir = workdir / "models"
@@ -88,6 +127,8 @@ class InProcessComfy:
             ok = asyncio.run(ok)
         if not ok:
             raise RuntimeError("ComfyUI failed to load the Dense-Face pack (see the log above)")
+        for sub in ("dense_face", "insightface", "mediapipe", "checkpoints", "controlnet"):
+            folder_paths.add_model_folder_path(sub, str(self.models_dir / sub))
         self.pack = sys.modules[PACK_NAME]
         self.core = importlib.import_module(PACK_NAME + ".dense_face_core")
 

@@ -37,6 +37,10 @@ def analyzer(landmarker_path):
 
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
+    """A real ComfyUI in this process with our pack; the MediaPipe model (when present) in models/mediapipe."""
     from comfy_harness import InProcessComfy
 
-    return InProcessComfy(tmp_path_factory.mktemp("comfy"))
+    instance = InProcessComfy(tmp_path_factory.mktemp("comfy"))
+    if LANDMARKER.is_file():
+        (instance.models_dir / "mediapipe" / "face_landmarker.task").symlink_to(LANDMARKER)
+    return instance

@@ -1,0 +1,114 @@
+"""Face-stack nodes in a real ComfyUI on real photos: crop + mask, paste-back, bad input."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dense_face.dense_face_core.images import read_image
+
+
+def as_image(*arrays):
+    return torch.stack([torch.from_numpy(a.astype(np.float32) / 255.0) for a in arrays])
+
+
+@pytest.fixture(scope="module")
+def photos(shared_dir):
+    import cv2
+
+    a = read_image(shared_dir / "data/celebs/Barack_Obama/04.jpg")
+    b = cv2.resize(read_image(shared_dir / "data/celebs/Fei-Fei_Li/01.jpg"), (a.shape[1], a.shape[0]))
+    return a, b
+
+
+def crop_args(**kw):
+    args = dict(crop_size=512, padding=0.0, mask_grow=16.0, mask_feather=8.0, face="largest",
+                face_index=0, on_no_face="error")
+    args.update(kw)
+    return args
+
+
+def test_crop_mask_batch_and_paste_back(comfy, landmarker_path, photos):
+    node = comfy.node("DenseFaceCropMask")
+    crop, mask, face_crop, yaw, pitch, roll = node.crop(as_image(*photos), **crop_args(crop_size=256))
+    assert tuple(crop.shape) == (2, 256, 256, 3) and tuple(mask.shape) == (2, 256, 256)
+    assert len(face_crop) == 2 and all(fc.has_face for fc in face_crop)
+    assert 0.0 <= float(mask.min()) and float(mask.max()) == pytest.approx(1.0)
+    assert (yaw, pitch, roll) == (face_crop[0].yaw, face_crop[0].pitch, face_crop[0].roll)
+    print(f"crop pose of image 0: yaw {yaw:.1f} pitch {pitch:.1f} roll {roll:.1f}")
+    assert abs(roll) < 5.0  # the crop is upright
+
+    base = as_image(*photos)
+    new_face = torch.rand_like(crop)
+    (out,) = comfy.node("DenseFacePasteBack").paste(base, new_face, face_crop, feather=-1.0, mask=mask)
+    assert out.shape == base.shape
+    weight = np.stack([comfy.core.paste.warp_mask_back(m.numpy(), fc, comfy.core.paste.auto_feather(fc))
+                       for m, fc in zip(mask, face_crop)])
+    outside = weight == 0
+    assert np.array_equal(out.numpy()[outside], base.numpy()[outside])
+    changed = (out.numpy() != base.numpy()).any(-1)
+    print(f"paste-back changed {changed.mean():.3%} of pixels, all inside the feathered mask")
+    assert changed.any() and not changed[outside].any()
+
+
+def test_no_face_error_and_pass_through(comfy, landmarker_path):
+    blank = torch.full((1, 300, 400, 3), 0.5)
+    node = comfy.node("DenseFaceCropMask")
+    with pytest.raises(Exception, match="no face found"):
+        node.crop(blank, **crop_args())
+    crop, mask, face_crop, yaw, pitch, roll = node.crop(blank, **crop_args(on_no_face="pass through (empty mask)"))
+    assert tuple(crop.shape) == (1, 512, 512, 3) and float(mask.abs().max()) == 0.0
+    assert not face_crop[0].has_face and (yaw, pitch, roll) == (0.0, 0.0, 0.0)
+    (out,) = comfy.node("DenseFacePasteBack").paste(blank, torch.rand(1, 512, 512, 3), face_crop, -1.0, mask)
+    assert torch.equal(out, blank)
+
+
+def test_several_faces_by_index(comfy, landmarker_path):
+    import insightface
+
+    group = read_image(os.path.join(os.path.dirname(insightface.__file__), "data", "images", "t1.jpg"))
+    node = comfy.node("DenseFaceCropMask")
+    boxes = []
+    for index in range(3):
+        _, _, fc, *_ = node.crop(as_image(group), **crop_args(face="by index", face_index=index, crop_size=256))
+        boxes.append(fc[0].box)
+    assert len({tuple(np.round(b)) for b in boxes}) == 3
+    with pytest.raises(Exception, match="face index 40"):
+        node.crop(as_image(group), **crop_args(face="by index", face_index=40))
+
+
+def test_odd_inputs(comfy, landmarker_path, photos):
+    node = comfy.node("DenseFaceCropMask")
+    rgba = torch.cat([as_image(photos[0]), torch.ones(1, *photos[0].shape[:2], 1)], dim=-1)
+    crop, *_ = node.crop(rgba, **crop_args(crop_size=256))
+    assert crop.shape[-1] == 3
+    gray = as_image(photos[0]).mean(dim=-1, keepdim=True)
+    crop, *_ = node.crop(gray, **crop_args(crop_size=256))
+    assert crop.shape[-1] == 3
+    nan = as_image(photos[0]).clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(Exception, match="NaN"):
+        node.crop(nan, **crop_args())
+    # a face far below 64 px
+    import cv2
+
+    tiny = np.full((900, 900, 3), 127, np.uint8)
+    tiny[10:42, 10:42] = cv2.resize(photos[0], (32, 32), interpolation=cv2.INTER_AREA)
+    with pytest.raises(Exception, match="no face|smaller than"):
+        node.crop(as_image(tiny), **crop_args())
+
+
+def test_missing_landmarker_names_file_folder_and_url(comfy):
+    node = comfy.node("DenseFaceCropMask")
+    with pytest.raises(Exception) as info:
+        node.crop(torch.zeros(1, 64, 64, 3), **crop_args(), landmarker="missing.task")
+    for part in ("missing.task", "face_landmarker.task", "ComfyUI/models/mediapipe/",
+                 "https://storage.googleapis.com/mediapipe-models/face_landmarker/"):
+        assert part in str(info.value)
+
+
+def test_annotation_targets_node(comfy, landmarker_path, photos):
+    lms, parsing, depth, face_mask = comfy.node("DenseFaceAnnotationTargets").annotate(as_image(photos[0]), 128)
+    assert tuple(parsing.shape) == (1, 128, 128, 3) and tuple(depth.shape) == (1, 128, 128, 3)
+    assert tuple(lms.shape[1:3]) == photos[0].shape[:2]
+    assert 0.1 < float(face_mask.mean()) < 0.9
