@@ -71,6 +71,27 @@ def _cmd_analyze(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_convert_official(args) -> int:
+    from .dense_face_core.official_checkpoint import convert_official_checkpoint
+
+    summary = convert_official_checkpoint(args.input, args.output)
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+BENCHMARKS = {
+    "face-stack": "bench.face_stack",
+}
+
+
+def _cmd_bench(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"{__package__}.{BENCHMARKS[args.name]}")
+    return int(module.main(args.rest) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dense-face", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or ComfyUI's models/mediapipe)")
     p.add_argument("--max-faces", type=int, default=4)
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("convert-official", help="convert the authors' checkpoint to a Dense-Face weight file")
+    p.add_argument("input", help="the authors' Lightning .ckpt (read with weights_only=True) or a .safetensors export")
+    p.add_argument("output", help="output .safetensors (the IR-SE50 identity network goes beside it)")
+    p.set_defaults(func=_cmd_convert_official)
+
+    p = sub.add_parser("bench", help="benchmarks (each prints ratios measured side by side)")
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help for them)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

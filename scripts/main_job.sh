@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: set up .venv, then run the most complete Dense-Face job
+# the pack can do today on a photo that ships with scikit-image (the astronaut):
+# face analysis, aligned crop, mask, dense annotation targets, pose image and paste-back.
+# Outputs go to ./outputs (override with OUT=...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+OUT=${OUT:-outputs}
+URL=https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/latest/face_landmarker.task
+if [ -z "${DENSE_FACE_LANDMARKER:-}" ]; then
+  for candidate in ../shared/models/face_landmarker*.task ../../models/mediapipe/face_landmarker*.task \
+                   "$HOME/.cache/dense-face/face_landmarker.task"; do
+    if [ -f "$candidate" ]; then DENSE_FACE_LANDMARKER=$candidate; break; fi
+  done
+fi
+if [ -z "${DENSE_FACE_LANDMARKER:-}" ]; then
+  DENSE_FACE_LANDMARKER="$HOME/.cache/dense-face/face_landmarker.task"
+  mkdir -p "$(dirname "$DENSE_FACE_LANDMARKER")"
+  echo "main job: downloading the MediaPipe face landmarker from $URL"
+  if ! curl -fsSL "$URL" -o "$DENSE_FACE_LANDMARKER.part"; then
+    echo "main job: could not download $URL; put face_landmarker.task there by hand or set DENSE_FACE_LANDMARKER" >&2
+    exit 1
+  fi
+  mv "$DENSE_FACE_LANDMARKER.part" "$DENSE_FACE_LANDMARKER"
+fi
+export DENSE_FACE_LANDMARKER
+.venv/bin/python scripts/make_figures.py --out "$OUT"
+echo "main job: done; open $OUT/face_stack.png (photo, crop, mask, landmarks, parsing, depth, paste-back, pose image)"
