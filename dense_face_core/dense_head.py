@@ -24,20 +24,22 @@ DEFAULT_OUTPUT_SIZE = 64
 
 class FeatureTap(NamedTuple):
     """Where a decoder feature is taken: the output of ldm ``output_blocks.<n>`` equals the
-    output of diffusers ``up_blocks.<i>`` (after its upsampler)."""
+    output of diffusers ``up_blocks.<i>`` (after its upsampler). ``level`` is the UNet
+    resolution level the block belongs to (its width is ``channel_mult[level]``)."""
 
     ldm_output_block: int
     diffusers_up_block: int
-    channel_mult: int
+    level: int
 
 
-# The one definition of the captured features (coarse to fine).
-FEATURE_TAPS = (FeatureTap(5, 1, 4), FeatureTap(8, 2, 2), FeatureTap(11, 3, 1))
+# The one definition of the captured features (coarse to fine): the last block of up
+# levels 1, 2 and 3 (ldm levels 2, 1, 0 of a 4-level SD UNet).
+FEATURE_TAPS = (FeatureTap(5, 1, 2), FeatureTap(8, 2, 1), FeatureTap(11, 3, 0))
 
 
 def feature_channels(family: str | BaseFamily) -> tuple[int, ...]:
     fam = get_family(family)
-    return tuple(fam.model_channels * t.channel_mult for t in FEATURE_TAPS)
+    return tuple(fam.model_channels * fam.channel_mult[t.level] for t in FEATURE_TAPS)
 
 
 def _groups(ch: int) -> int:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-FACE_STACK_NODES = ["DenseFacePoseEuler"]
+FACE_STACK_NODES = ["DenseFacePoseEuler", "DenseFaceCropMask", "DenseFacePasteBack", "DenseFaceAnnotationTargets"]
 
 
 def test_pack_loads_in_process(comfy):

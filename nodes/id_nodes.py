@@ -1,0 +1,136 @@
+"""Identity nodes: reference photos -> FACE_ID (insightface ArcFace or the authors' IR-SE50), or a saved embedding."""
+from __future__ import annotations
+
+import os
+import threading
+
+import comfy.model_management
+import comfy.utils
+
+from ..dense_face_core.crop import compute_face_crop, warp_to_crop
+from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
+from ..dense_face_core.id_embedding import (INSIGHTFACE_PACKS, IR_SE50, ArcFaceEncoder, IRSE50Encoder,
+                                            average_embeddings, find_insightface_recognition,
+                                            load_feature_file)
+from ..dense_face_core.images import to_rgb_uint8
+from ..dense_face_core.landmarker import select_face
+from .comfy_glue import CATEGORY, image_to_numpy, model_dirs
+from .face_analysis import get_analyzer, landmarker_input
+
+IR_SE50_SUFFIX = ".ir_se50.safetensors"
+PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "ROCm": "ROCMExecutionProvider",
+             "CoreML": "CoreMLExecutionProvider", "DirectML": "DmlExecutionProvider"}
+_lock = threading.Lock()
+_encoders: dict = {}
+
+
+def id_model_choices() -> list[str]:
+    import folder_paths
+
+    choices = [f"insightface/{pack}" for pack in INSIGHTFACE_PACKS]
+    try:
+        files = folder_paths.get_filename_list("dense_face")
+    except KeyError:
+        files = []
+    return choices + [f"{IR_SE50}:{f}" for f in files if f.endswith(IR_SE50_SUFFIX)]
+
+
+def _encoder(choice: str, provider: str):
+    import folder_paths
+
+    with _lock:
+        key = (choice, provider)
+        if key in _encoders:
+            return _encoders[key]
+        if choice.startswith("insightface/"):
+            pack = choice.split("/", 1)[1]
+            onnx = find_insightface_recognition(pack, model_dirs("insightface"))
+            enc = ArcFaceEncoder(onnx, choice, providers=[PROVIDERS.get(provider, provider), "CPUExecutionProvider"])
+        elif choice.startswith(IR_SE50 + ":"):
+            name = choice.split(":", 1)[1]
+            path = folder_paths.get_full_path("dense_face", name)
+            if path is None:
+                raise MissingModelError(f"IR-SE50 weights '{name}' not found in ComfyUI/models/dense_face/ "
+                                        f"(dense-face convert-official writes them beside the converted weights)")
+            enc = IRSE50Encoder(path, device=str(comfy.model_management.get_torch_device()))
+        else:
+            raise DenseFaceInputError(f"id_model: unknown choice {choice!r}; expected one of {id_model_choices()}")
+        _encoders[key] = enc
+        return enc
+
+
+class DenseFaceIDEncoder:
+    """IDEncoder: reference photos -> one averaged, L2-normalised identity embedding."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "reference": ("IMAGE", {"tooltip": "One or more photos of the person (one face each; the "
+                                                   "largest face is used)."}),
+                "id_model": (id_model_choices(), {"tooltip":
+                             "Must match the network the Dense-Face weights were trained with (their metadata "
+                             "names it): insightface packs live in ComfyUI/models/insightface/models/<pack>/; "
+                             "'ir_se50:...' is the authors' network, extracted by dense-face convert-official."}),
+                "provider": (list(PROVIDERS), {"default": "CPU", "tooltip": "onnxruntime execution provider "
+                                                                           "for insightface models."}),
+            },
+            "optional": {"landmarker": landmarker_input()},
+        }
+
+    RETURN_TYPES = ("FACE_ID",)
+    RETURN_NAMES = ("face_id",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Identity embedding of the reference photos, aligned on MediaPipe landmarks: insightface "
+                   "ArcFace (five points) or the authors' IR-SE50 (on their aligned 256 crop).")
+
+    def encode(self, reference, id_model, provider="CPU", landmarker="auto"):
+        analyzer = get_analyzer(landmarker)
+        encoder = _encoder(id_model, provider)
+        images = image_to_numpy(reference)
+        bar = comfy.utils.ProgressBar(len(images))
+        embeddings = []
+        for i, arr in enumerate(images):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            name = f"reference image {i}"
+            rgb = to_rgb_uint8(arr, name)
+            face = select_face(analyzer.detect(rgb, name=name), name=name)
+            if isinstance(encoder, IRSE50Encoder):
+                crop = compute_face_crop(face, 256, canonical_vertices=analyzer.canonical)
+                embeddings.append(encoder.embed_crop(warp_to_crop(rgb, crop)))
+            else:
+                embeddings.append(encoder.embed(rgb, face.points))
+            bar.update(1)
+        return (average_embeddings(embeddings, encoder.model_name),)
+
+
+class DenseFaceLoadIDEmbedding:
+    """A precomputed identity embedding: the authors' feat_file_v2 .pth, or .npy / .safetensors."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "path": ("STRING", {"default": "", "tooltip": "Path to the embedding file (512 values)."}),
+                "id_model": ([IR_SE50] + [f"insightface/{p}" for p in INSIGHTFACE_PACKS],
+                             {"default": IR_SE50, "tooltip": "The network that produced it (the authors' "
+                                                             "feat_file_v2 files are ir_se50)."}),
+            },
+        }
+
+    RETURN_TYPES = ("FACE_ID",)
+    RETURN_NAMES = ("face_id",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads a saved identity embedding (pickles only through torch.load(weights_only=True))."
+
+    def load(self, path, id_model):
+        if not path.strip():
+            raise DenseFaceInputError("path: give the file of a saved identity embedding")
+        return (load_feature_file(os.path.expanduser(path.strip()), id_model),)
+
+
+NODE_CLASS_MAPPINGS = {"DenseFaceIDEncoder": DenseFaceIDEncoder, "DenseFaceLoadIDEmbedding": DenseFaceLoadIDEmbedding}
+NODE_DISPLAY_NAME_MAPPINGS = {"DenseFaceIDEncoder": "Dense-Face ID Encoder",
+                              "DenseFaceLoadIDEmbedding": "Dense-Face Load ID Embedding"}

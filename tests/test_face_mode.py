@@ -1,0 +1,321 @@
+"""Face-generation mode in a real ComfyUI with tiny models: the invariants of issue 3.
+
+Tiny SD1.5-type UNet/CLIP with random weights (real SD weights are not available here);
+Dense-Face weights are random too, made for the tiny geometry with the core's own builder.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_models as tm
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def env(comfy, tmp_path_factory):
+    core = comfy.core
+    fam = tm.tiny_family(core)
+    workdir = tmp_path_factory.mktemp("face_mode")
+    weights = core.weight_file.build_random_weights(fam, seed=1, dense_head_width=32)
+    path = comfy.models_dir / "dense_face" / "tiny_dense_face.safetensors"
+    core.weight_file.save_weight_file(path, weights.tensors(), weights.metadata)
+    model, clip = tm.tiny_model(seed=0), tm.tiny_clip(workdir, seed=0)
+    (dense_face,) = comfy.node("DenseFaceLoader").load(path.name, model=model)
+    rng = np.random.default_rng(5)
+    face_id = core.id_embedding.FaceID(rng.normal(size=512), "insightface/antelopev2")
+    (pose,) = comfy.node("DenseFacePoseEuler").draw(20.0, -5.0, 3.0)
+    pos, neg = tm.encode(clip, "a close-up photo of a person"), tm.encode(clip, "")
+    return dict(core=core, fam=fam, model=model, clip=clip, dense_face=dense_face, face_id=face_id,
+                pose=pose, pos=pos, neg=neg, path=path, workdir=workdir)
+
+
+def apply(comfy, env, model=None, **kw):
+    args = dict(prompt="a close-up photo of * .", adapter_strength=1.0, identity_strength=1.0,
+                pose_strength=1.0, start_percent=0.0, end_percent=1.0)
+    args.update(kw)
+    return comfy.node("DenseFaceApplyPCAdapter").apply(model or env["model"], env["clip"], env["dense_face"],
+                                                       env["face_id"], env["pose"], env["pos"], env["neg"], **args)
+
+
+def sample(comfy, model, pos, neg, seed=7, steps=STEPS, cfg=4.0):
+    import nodes
+
+    latent = {"samples": torch.zeros(1, 4, 32, 32)}
+    with torch.inference_mode():
+        return nodes.common_ksampler(model, seed, steps, cfg, "euler", "normal", pos, neg, latent)[0]["samples"]
+
+
+def test_strengths_zero_equal_base_and_clone_isolation(comfy, env):
+    before = sample(comfy, env["model"], env["pos"], env["neg"])
+    m0, p0, n0 = apply(comfy, env, prompt="", adapter_strength=0.0, identity_strength=0.0, pose_strength=0.0)
+    assert torch.equal(sample(comfy, m0, p0, n0), before)
+    m1, p1, n1 = apply(comfy, env)
+    patched = sample(comfy, m1, p1, n1)
+    assert (patched - before).abs().max() > 1e-3  # face mode really changes the result
+    after = sample(comfy, env["model"], env["pos"], env["neg"])
+    assert torch.equal(after, before), "the unpatched model changed after patched sampling"
+    print(f"face mode vs base: max |diff| {float((patched - before).abs().max()):.4f}; base bit-identical after")
+
+
+def test_folded_weights_equal_runtime_formula(comfy, env):
+    core, fam = env["core"], env["fam"]
+    m, _, _ = apply(comfy, env)
+    unet = m.model.diffusion_model
+    f = torch.as_tensor(env["face_id"].embedding).reshape(1, -1)
+    base = {k: v.clone() for k, v in unet.state_dict().items()}
+    adapter = env["dense_face"].weights.pc_adapter
+    biases = env["dense_face"].query_biases(env["face_id"].embedding)
+    m.patch_model()
+    try:
+        patched = {k: v.clone() for k, v in unet.state_dict().items()}
+    finally:
+        m.unpatch_model()
+    assert all(torch.equal(base[k], v) for k, v in unet.state_dict().items()), "unpatch did not restore"
+    torch.manual_seed(0)
+    worst = 0.0
+    for layer in core.families.attention_layers(fam):
+        x = torch.randn(2, 16, layer.channels)
+        ctx = torch.randn(2, 7, fam.context_dim) if layer.is_cross else None
+        w = core.pc_adapter.layer_weights(adapter, layer.ldm_path)
+        lin = lambda key: (lambda t: torch.nn.functional.linear(t, base[f"{layer.ldm_path}.{key}.weight"]))  # noqa: E731
+        ref = core.pc_adapter.adapted_qkv(x, lin("to_q"), lin("to_k"), lin("to_v"), w, context=ctx,
+                                          id_feature=f if core.pc_adapter.takes_identity_bias(layer) else None,
+                                          delta=env["dense_face"].delta)
+        c = x if ctx is None else ctx
+        q = x @ patched[f"{layer.ldm_path}.to_q.weight"].T
+        key = (layer.block_name, layer.block_number, layer.transformer_index)
+        if core.pc_adapter.takes_identity_bias(layer):
+            q = q + biases[key]
+        got = (q, c @ patched[f"{layer.ldm_path}.to_k.weight"].T, c @ patched[f"{layer.ldm_path}.to_v.weight"].T)
+        for a, b in zip(got, ref):
+            worst = max(worst, float((a - b).abs().max()))
+    print(f"fold + runtime bias vs the authors' runtime formula, 32 layers: max |diff| {worst:.2e}")
+    assert worst <= 1e-5
+
+
+def test_every_attention_layer_gets_one_key(comfy, env):
+    """Probe patches on every key fire exactly once per UNet forward, for all 32 layers."""
+    core, fam = env["core"], env["fam"]
+    layers = core.families.attention_layers(fam)
+    assert len(layers) == 32 and len({l.ldm_path for l in layers}) == 32
+    m = env["model"].clone()
+    calls: dict = {}
+    from comfy.ldm.modules.attention import optimized_attention
+
+    def probe(tag):
+        def fn(q, k, v, extra):
+            calls[tag] = calls.get(tag, 0) + 1
+            return optimized_attention(q, k, v, extra["n_heads"])
+        return fn
+
+    for l in layers:
+        tag = (l.attention,) + l.comfy_block + (l.transformer_index,)
+        m.set_model_patch_replace(probe(tag), l.attention, *l.comfy_block, l.transformer_index)
+    sample(comfy, m, env["pos"], env["neg"], steps=1, cfg=1.0)
+    assert len(calls) == 32 and set(calls.values()) == {1}, calls
+    middle = [l for l in layers if l.block_name == "middle"]
+    assert {l.comfy_block for l in middle} == {("middle", 0)}
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd21"])
+def test_full_size_unet_attention_paths(comfy, family):
+    """The ldm paths of the core families exist in ComfyUI's own full-size UNet (built on the meta device)."""
+    import comfy.supported_models as sm
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    cfg = tm.tiny_unet_config()
+    cfg.update(model_channels=320, channel_mult=[1, 2, 4, 4], context_dim=768 if family == "sd15" else 1024)
+    if family == "sd21":
+        cfg.update(num_heads=-1, num_head_channels=64, use_linear_in_transformer=True)
+    else:
+        cfg.update(num_heads=8)
+    cfg.pop("dtype")
+    with torch.device("meta"):
+        unet = UNetModel(**cfg, dtype=torch.float32, device="meta")
+    found = {n for n, _ in unet.named_modules() if n.endswith((".attn1", ".attn2"))}
+    ours = {l.ldm_path for l in comfy.core.families.attention_layers(family)}
+    assert found == ours
+    assert sm  # the supported_models module is importable alongside
+
+
+def test_composes_with_another_packs_attn2_patch(comfy, env):
+    from comfy.ldm.modules.attention import optimized_attention
+
+    seen = {}
+
+    def foreign(q, k, v, extra):  # e.g. an IP-Adapter-like pack: records its q and doubles the output
+        seen["q"] = q.detach().clone()
+        return 2.0 * optimized_attention(q, k, v, extra["n_heads"])
+
+    other = env["model"].clone()
+    other.set_model_attn2_replace(foreign, "input", 1)  # the common 2-tuple key
+    m, p, n = apply(comfy, env, model=other, pose_strength=0.0)
+    patches = m.model_options["transformer_options"]["patches_replace"]["attn2"]
+    ours = patches[("input", 1, 0)]
+    assert ours.previous is foreign
+    out_both = sample(comfy, m, p, n, steps=1)
+    assert ours.calls > 0 and "q" in seen
+    # the foreign patch received our biased q: re-run its input without our bias to compare
+    m_ours, p2, n2 = apply(comfy, env, pose_strength=0.0)
+    out_ours = sample(comfy, m_ours, p2, n2, steps=1)
+    out_foreign = sample(comfy, other, p, n, steps=1)
+    assert not torch.equal(out_both, out_ours) and not torch.equal(out_both, out_foreign)
+    assert ("input", 1) in other.model_options["transformer_options"]["patches_replace"]["attn2"]
+
+
+def test_identity_token_equals_manual_text_encoder(comfy, env):
+    clip, dense_face, face_id = env["clip"], env["dense_face"], env["face_id"]
+    _, p, _ = apply(comfy, env, prompt="a photo of * smiling", adapter_strength=0.0, pose_strength=0.0,
+                    identity_strength=0.7)
+    got = p[0][0]
+    # manual: tokens -> input embeddings with the placeholder row replaced -> CLIP text transformer
+    enc = clip.cond_stage_model.clip_l
+    tok = clip.tokenizer.clip_l.tokenizer
+    ids = [49406] + tok("a photo of * smiling", add_special_tokens=False)["input_ids"]
+    ids = ids + [49407] * (77 - len(ids))
+    star = tok("*", add_special_tokens=False)["input_ids"][0]
+    person = tok("person", add_special_tokens=False)["input_ids"][0]
+    text_model = enc.transformer.text_model
+    table = text_model.embeddings.token_embedding.weight
+    with torch.no_grad():
+        emb = table[torch.tensor(ids)].clone()
+        offset = 0.7 * dense_face.identity_offset(face_id.embedding)
+        emb[torch.tensor(ids) == star] = table[person] + offset
+        x = emb[None] + text_model.embeddings.position_embedding.weight[None, :77]
+        causal = torch.full((77, 77), float("-inf")).triu_(1)
+        x = text_model.encoder(x, mask=causal)[0]
+        manual = text_model.final_layer_norm(x)
+    diff = float((got - manual).abs().max())
+    print(f"identity-token conditioning vs manual text-encoder computation: max |diff| {diff:.2e}")
+    assert diff < 1e-5
+
+
+def test_placeholder_missing_is_a_clear_error(comfy, env):
+    with pytest.raises(ValueError, match="placeholder"):
+        apply(comfy, env, prompt="a photo of a person")
+
+
+def test_pose_branch_through_controlnet_machinery(comfy, env):
+    base = sample(comfy, env["model"], env["pos"], env["neg"])
+    m, p1, n1 = apply(comfy, env, prompt="", adapter_strength=0.0, identity_strength=0.0, pose_strength=1.0)
+    control = p1[0][1]["control"]
+    assert n1[0][1]["control"] is control  # one ControlNet serves cond and uncond, like the stock node
+    out1 = sample(comfy, m, p1, n1)
+    assert control.control_model.last_unique_rows == 1  # cond+uncond rows computed once
+    _, p2, n2 = apply(comfy, env, prompt="", adapter_strength=0.0, identity_strength=0.0, pose_strength=2.0)
+    out2 = sample(comfy, m, p2, n2)
+    assert not torch.equal(out1, base) and not torch.equal(out2, out1)
+    # a percent window that contains no step equals no pose branch at all; half a window is in between
+    _, p3, n3 = apply(comfy, env, prompt="", adapter_strength=0.0, identity_strength=0.0, pose_strength=1.0,
+                      start_percent=0.2, end_percent=0.3)
+    assert torch.equal(sample(comfy, m, p3, n3), base)
+    _, p4, n4 = apply(comfy, env, prompt="", adapter_strength=0.0, identity_strength=0.0, pose_strength=1.0,
+                      start_percent=0.0, end_percent=0.5)
+    half = sample(comfy, m, p4, n4)
+    assert not torch.equal(half, base) and not torch.equal(half, out1)
+    # chaining: a stock ControlNet attached first stays in the chain and still acts
+    stock = tiny_stock_controlnet(comfy)
+    import nodes
+
+    ps, ns = nodes.ControlNetApplyAdvanced().apply_controlnet(env["pos"], env["neg"], stock, env["pose"], 1.0, 0.0, 1.0)
+    _, pc, nc = comfy.node("DenseFaceApplyPCAdapter").apply(env["model"], env["clip"], env["dense_face"],
+                                                            env["face_id"], env["pose"], ps, ns, prompt="",
+                                                            adapter_strength=0.0, identity_strength=0.0,
+                                                            pose_strength=1.0, start_percent=0.0, end_percent=1.0)
+    assert pc[0][1]["control"].previous_controlnet is ps[0][1]["control"]
+    stock_calls = stock.control_model.calls
+    out_chain = sample(comfy, env["model"], pc, nc)
+    assert stock.control_model.calls > stock_calls
+    assert not torch.equal(out_chain, out1) and not torch.equal(out_chain, sample(comfy, env["model"], ps, ns))
+
+
+def tiny_stock_controlnet(comfy):
+    """ComfyUI's own cldm ControlNet at the tiny width (attention-free config), random weights."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+
+    cfg = tm.tiny_unet_config()
+    for key in ("out_channels", "transformer_depth_output", "use_temporal_attention", "use_temporal_resblock",
+                "legacy"):
+        cfg.pop(key, None)
+    cfg.update(hint_channels=3, transformer_depth=[0] * 8, transformer_depth_middle=0)
+    with torch.no_grad():
+        net = comfy.cldm.cldm.ControlNet(**cfg, device="cpu", operations=comfy.ops.disable_weight_init)
+        tm.fill_random(net, 3)
+    calls = {"n": 0}
+    forward = net.forward
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        return forward(*a, **k)
+
+    net.forward = counted
+    type(net).calls = property(lambda self: calls["n"])
+    return comfy.controlnet.ControlNet(net)
+
+
+def test_pose_dedup_is_exact(comfy, env):
+    from importlib import import_module
+
+    patches = import_module(comfy.pack.__name__ + ".nodes.comfy_patches")
+    branch = env["dense_face"].pose_branch()
+    wrapper = patches.PoseControlModel(branch)
+    torch.manual_seed(1)
+    x = torch.randn(1, 4, 32, 32)
+    hint = torch.rand(1, 3, 256, 256)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        once = branch(x, hint, t)
+        got = wrapper(torch.cat([x, x]), torch.cat([hint, hint]), torch.cat([t, t]))
+        full = branch(torch.cat([x, x]), torch.cat([hint, hint]), torch.cat([t, t]))
+    outs = got if isinstance(got, list) else got["output"] + got["middle"]
+    assert wrapper.last_unique_rows == 1
+    for a, b, c in zip(outs, once, full):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[0])
+        assert float((a - c).abs().max()) <= 1e-5  # batch-2 evaluation agrees to float rounding
+
+
+def test_wrong_family_and_bad_files(comfy, env, tmp_path):
+    core = env["core"]
+    sd15 = core.weight_file.build_random_weights("sd15", with_dense_head=False)
+    path = comfy.models_dir / "dense_face" / "sd15_weights.safetensors"
+    core.weight_file.save_weight_file(path, sd15.tensors(), sd15.metadata)
+    loader = comfy.node("DenseFaceLoader")
+    with pytest.raises(Exception, match=r"sd15 \(text context 768\).*tiny \(text context 32\)"):
+        loader.load(path.name, model=env["model"])
+    bad = comfy.models_dir / "dense_face" / "corrupt.safetensors"
+    bad.write_bytes(env["path"].read_bytes()[: 5000])
+    with pytest.raises(Exception, match="corrupt|truncated"):
+        loader.load(bad.name)
+    pkl = comfy.models_dir / "dense_face" / "weights.ckpt"
+    torch.save({"state_dict": {}}, pkl)
+    with pytest.raises(Exception):
+        loader.load(pkl.name)
+    with pytest.raises(Exception, match="not found"):
+        loader.load("nope.safetensors")
+    wrong_id = core.id_embedding.FaceID(np.ones(512), "ir_se50")
+    with pytest.raises(Exception, match="trained on 'insightface/antelopev2'"):
+        comfy.node("DenseFaceApplyPCAdapter").apply(env["model"], env["clip"], env["dense_face"], wrong_id,
+                                                    env["pose"], env["pos"], env["neg"])
+
+
+def test_annotation_predict_one_forward(comfy, env):
+    m, p, n = apply(comfy, env)
+    unet = m.model.diffusion_model
+    count = {"n": 0}
+    hook = unet.register_forward_pre_hook(lambda *a: count.__setitem__("n", count["n"] + 1))
+    try:
+        latent = {"samples": torch.randn(1, 4, 32, 32)}
+        depth, parsing, masks, lms = comfy.node("DenseFaceAnnotationPredict").predict(m, env["dense_face"], latent,
+                                                                                      p, 50, 0)
+    finally:
+        hook.remove()
+    assert count["n"] == 1
+    assert tuple(depth.shape) == (1, 256, 256, 3) and tuple(parsing.shape) == (1, 256, 256, 3)
+    assert tuple(masks.shape) == (10, 256, 256) and tuple(lms.shape) == (1, 256, 256, 3)
+    assert torch.allclose(masks.sum(0), torch.ones(256, 256))  # one class per pixel
