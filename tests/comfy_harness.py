@@ -129,11 +129,20 @@ class InProcessComfy:
             raise RuntimeError("ComfyUI failed to load the Dense-Face pack (see the log above)")
         for sub in ("dense_face", "insightface", "mediapipe", "checkpoints", "controlnet"):
             folder_paths.add_model_folder_path(sub, str(self.models_dir / sub))
-        self.pack = sys.modules[PACK_NAME]
-        self.core = importlib.import_module(PACK_NAME + ".dense_face_core")
+        self.pack = _loaded_pack_module(link)
+        self.core = importlib.import_module(self.pack.__name__ + ".dense_face_core")
 
     def node(self, name: str):
         return self.nodes.NODE_CLASS_MAPPINGS[name]()
+
+
+def _loaded_pack_module(link: Path):
+    """The module ComfyUI made of our folder (2024: named after the folder; newer: after its path)."""
+    init = str(link / "__init__.py")
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == init and "." not in name.replace(str(link).replace(".", "_x_"), ""):
+            return module
+    raise RuntimeError(f"ComfyUI loaded no module from {link}")
 
 
 def free_port() -> int:

@@ -64,6 +64,9 @@ def test_strengths_zero_equal_base_and_clone_isolation(comfy, env):
 
 def test_folded_weights_equal_runtime_formula(comfy, env):
     core, fam = env["core"], env["fam"]
+    from comfy import model_management
+
+    model_management.unload_all_models()  # newer ComfyUI keeps the last clone's patches applied
     m, _, _ = apply(comfy, env)
     unet = m.model.diffusion_model
     f = torch.as_tensor(env["face_id"].embedding).reshape(1, -1)

@@ -7,6 +7,7 @@ Dense-Face weight files can be made and validated for it.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -87,9 +88,13 @@ def tiny_clip(workdir: Path, seed: int = 0):
            "vocab_size": 49408}
     cfg_path.write_text(json.dumps(cfg))
     target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    target.params = {"textmodel_json_config": str(cfg_path)}
+    # newer ComfyUI defaults to a checkpoint-only CLIP class and fp16 text encoders on CPU
+    target.params = {"textmodel_json_config": str(cfg_path), "clip_model": comfy.sd1_clip.SDClipModel}
+    kwargs = {}
+    if "model_options" in inspect.signature(comfy.sd.CLIP.__init__).parameters:
+        kwargs["model_options"] = {"dtype": torch.float32}
     with torch.no_grad():
-        clip = comfy.sd.CLIP(target)
+        clip = comfy.sd.CLIP(target, **kwargs)
         fill_random(clip.cond_stage_model, seed)
     return clip
 
