@@ -238,18 +238,9 @@ def test_pose_branch_through_controlnet_machinery(comfy, env):
 
 
 def tiny_stock_controlnet(comfy):
-    """ComfyUI's own cldm ControlNet at the tiny width (attention-free config), random weights."""
-    import comfy.cldm.cldm
-    import comfy.controlnet
-
-    cfg = tm.tiny_unet_config()
-    for key in ("out_channels", "transformer_depth_output", "use_temporal_attention", "use_temporal_resblock",
-                "legacy"):
-        cfg.pop(key, None)
-    cfg.update(hint_channels=3, transformer_depth=[0] * 8, transformer_depth_middle=0)
-    with torch.no_grad():
-        net = comfy.cldm.cldm.ControlNet(**cfg, device="cpu", operations=comfy.ops.disable_weight_init)
-        tm.fill_random(net, 3)
+    """ComfyUI's own cldm ControlNet at the tiny width (attention-free config), random weights, call-counted."""
+    control = tm.random_models.build_stock_controlnet(tm.tiny_unet_config(), seed=3, attention=False)
+    net = control.control_model
     calls = {"n": 0}
     forward = net.forward
 
@@ -259,7 +250,7 @@ def tiny_stock_controlnet(comfy):
 
     net.forward = counted
     type(net).calls = property(lambda self: calls["n"])
-    return comfy.controlnet.ControlNet(net)
+    return control
 
 
 def test_pose_dedup_is_exact(comfy, env):
