@@ -510,3 +510,22 @@ def test_convert_safetensors_export_of_tiny_state_dict(tmp_path):
     corrupt.write_bytes(src.read_bytes()[:1000])
     with pytest.raises(WeightFileError, match="corrupted or truncated"):
         convert_official_checkpoint(corrupt, tmp_path / "c.safetensors")
+
+
+def test_convert_official_command_line(authors_sd, tmp_path):
+    """`dense-face convert-official IN.ckpt OUT.safetensors`, as a user runs it."""
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "authors.ckpt"
+    torch.save({"state_dict": authors_sd}, ckpt)
+    out = tmp_path / "dense_face" / "converted.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "convert-official", str(ckpt), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "pc_adapter_tensors: 128" in proc.stdout
+    assert wf.load_weight_file(out).metadata.id_embedding_model == "ir_se50"
+    assert (tmp_path / "dense_face" / "converted.ir_se50.safetensors").is_file()
+    bad = subprocess.run([sys.executable, "-m", "dense_face.cli", "convert-official", str(tmp_path / "none.ckpt"),
+                          str(tmp_path / "x.safetensors")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "none.ckpt" in bad.stderr and "Traceback" not in bad.stderr
