@@ -24,10 +24,20 @@ _lock = threading.Lock()
 _encoders: dict = {}
 
 
+def insightface_packs() -> list[str]:
+    """The known packs, plus every other pack folder found under models/insightface/models/."""
+    packs = list(INSIGHTFACE_PACKS)
+    for root in model_dirs("insightface"):
+        folder = os.path.join(root, "models")
+        if os.path.isdir(folder):
+            packs += sorted(p for p in os.listdir(folder) if p not in packs and os.path.isdir(os.path.join(folder, p)))
+    return packs
+
+
 def id_model_choices() -> list[str]:
     import folder_paths
 
-    choices = [f"insightface/{pack}" for pack in INSIGHTFACE_PACKS]
+    choices = [f"insightface/{pack}" for pack in insightface_packs()]
     try:
         files = folder_paths.get_filename_list("dense_face")
     except KeyError:
@@ -113,7 +123,7 @@ class DenseFaceLoadIDEmbedding:
         return {
             "required": {
                 "path": ("STRING", {"default": "", "tooltip": "Path to the embedding file (512 values)."}),
-                "id_model": ([IR_SE50] + [f"insightface/{p}" for p in INSIGHTFACE_PACKS],
+                "id_model": ([IR_SE50] + [f"insightface/{p}" for p in insightface_packs()],
                              {"default": IR_SE50, "tooltip": "The network that produced it (the authors' "
                                                              "feat_file_v2 files are ir_se50)."}),
             },
