@@ -44,7 +44,7 @@ def _naive_face_mode(host, face_inputs, dense_face):
     import comfy.controlnet
 
     model, clip, face_id, pose, pos, neg = face_inputs
-    m, p, n = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, pos, neg,
+    m, p, n = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, neg,
                                                          pose_strength=0.0)
     naive = comfy.controlnet.ControlNet(Naive(dense_face.pose_branch()))
     p, n = patches.attach_pose(p, n, naive, pose, 1.0, 0.0, 1.0)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                                        dense_face.id_model)
     (pose,) = host.node("DenseFacePoseEuler").draw(15.0, -5.0, 0.0)
     pos, neg = rm.encode(clip, "a close-up photo of a person"), rm.encode(clip, "")
-    face = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, pos, neg)
+    face = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, neg)
     naive = _naive_face_mode(host, (model, clip, face_id, pose, pos, neg), dense_face)
     stock = rm.build_stock_controlnet(seed=1)
     cn_pos, cn_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, stock, pose, 1.0, 0.0, 1.0)

@@ -90,3 +90,15 @@ def matrix_from_euler(pitch: float, yaw: float, roll: float) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rz @ ry @ rx
+
+
+def pose_grid(yaw_from: float, yaw_to: float, yaw_steps: int, pitch_from: float, pitch_to: float,
+              pitch_steps: int) -> list[tuple[float, float]]:
+    """(yaw, pitch) pairs row by row: pitch rows from ``pitch_from``, yaw columns from ``yaw_from``."""
+    def span(a, b, n):
+        n = int(n)
+        if n < 1:
+            raise DenseFaceInputError(f"grid steps must be at least 1, got {n}")
+        return [float(a)] if n == 1 else [float(a) + (float(b) - float(a)) * i / (n - 1) for i in range(n)]
+
+    return [(y, p) for p in span(pitch_from, pitch_to, pitch_steps) for y in span(yaw_from, yaw_to, yaw_steps)]

@@ -95,9 +95,9 @@ class DenseFaceApplyPCAdapter:
                 "clip": ("CLIP",),
                 "dense_face": ("DENSE_FACE",),
                 "face_id": ("FACE_ID", {"tooltip": "From Dense-Face ID Encoder (must match the weights' identity network)."}),
-                "pose_image": ("IMAGE", {"tooltip": "From Dense-Face Pose Image (256x256 for the authors' setting)."}),
-                "positive": ("CONDITIONING",),
-                "negative": ("CONDITIONING",),
+                "pose_image": ("IMAGE", {"tooltip": "From Dense-Face Pose Image (256x256 for the authors' setting); "
+                                                    "a batch gives each latent of the batch its own pose."}),
+                "negative": ("CONDITIONING", {"tooltip": "The authors use an empty prompt."}),
                 "prompt": ("STRING", {"multiline": True, "default": DEFAULT_PROMPT, "tooltip":
                            f"Face-generation prompt; the word '{PLACEHOLDER_TOKEN}' (spaces around it) becomes "
                            f"the identity token ('{INIT_WORD}' + the projected identity). When not empty it "
@@ -111,6 +111,10 @@ class DenseFaceApplyPCAdapter:
                 "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001,
                                           "tooltip": "...to here (the folded q/k/v deltas act on every step)."}),
             },
+            "optional": {
+                "positive": ("CONDITIONING", {"tooltip": "Used only when the prompt is empty (then without an "
+                                                         "identity token)."}),
+            },
         }
 
     RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING")
@@ -120,8 +124,9 @@ class DenseFaceApplyPCAdapter:
     DESCRIPTION = ("Face-generation mode: folds the PC-adapter into a clone of the model, adds the identity "
                    "query bias and the identity token, and attaches the pose branch like a ControlNet.")
 
-    def apply(self, model, clip, dense_face, face_id, pose_image, positive, negative, prompt=DEFAULT_PROMPT,
-              adapter_strength=1.0, identity_strength=1.0, pose_strength=1.0, start_percent=0.0, end_percent=1.0):
+    def apply(self, model, clip, dense_face, face_id, pose_image, negative, prompt=DEFAULT_PROMPT,
+              adapter_strength=1.0, identity_strength=1.0, pose_strength=1.0, start_percent=0.0, end_percent=1.0,
+              positive=None):
         if not isinstance(dense_face, DenseFaceModel):
             raise DenseFaceInputError("dense_face: connect the output of Dense-Face Loader")
         if not isinstance(face_id, FaceID):
@@ -144,6 +149,9 @@ class DenseFaceApplyPCAdapter:
                            float(sampling.percent_to_sigma(end_percent)))
             install_query_biases(patched, dense_face.query_biases(face_id.embedding), adapter_strength, sigma_range)
 
+        if not prompt.strip() and positive is None:
+            raise DenseFaceInputError("prompt is empty and no positive conditioning is connected: write the "
+                                      f"face prompt (e.g. '{DEFAULT_PROMPT}') or connect positive")
         if prompt.strip():
             offset = None
             if identity_strength != 0.0:

@@ -1,7 +1,7 @@
 """Pose image node: yaw, pitch, roll -> the authors' axis drawing."""
 from __future__ import annotations
 
-from ..dense_face_core.pose import POSE_IMAGE_SIZE, draw_pose_image
+from ..dense_face_core.pose import POSE_IMAGE_SIZE, draw_pose_image, pose_grid
 from .comfy_glue import CATEGORY, numpy_to_image
 
 _ANGLE = {"default": 0.0, "min": -180.0, "max": 180.0, "step": 0.1}
@@ -36,5 +36,39 @@ class DenseFacePoseEuler:
         return (numpy_to_image([draw_pose_image(yaw, pitch, roll, size=size)]),)
 
 
-NODE_CLASS_MAPPINGS = {"DenseFacePoseEuler": DenseFacePoseEuler}
-NODE_DISPLAY_NAME_MAPPINGS = {"DenseFacePoseEuler": "Dense-Face Pose Image (yaw/pitch/roll)"}
+class DenseFacePoseGrid:
+    """A batch of pose images over a yaw x pitch grid (the paper's pose-control figure)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        rng = {"min": -90.0, "max": 90.0, "step": 0.5}
+        return {
+            "required": {
+                "yaw_from": ("FLOAT", dict(rng, default=-40.0)),
+                "yaw_to": ("FLOAT", dict(rng, default=40.0)),
+                "yaw_steps": ("INT", {"default": 5, "min": 1, "max": 32}),
+                "pitch_from": ("FLOAT", dict(rng, default=0.0)),
+                "pitch_to": ("FLOAT", dict(rng, default=0.0)),
+                "pitch_steps": ("INT", {"default": 1, "min": 1, "max": 32}),
+                "roll": ("FLOAT", dict(_ANGLE)),
+            },
+            "optional": {"size": ("INT", {"default": POSE_IMAGE_SIZE, "min": 64, "max": 2048, "step": 8})},
+        }
+
+    RETURN_TYPES = ("IMAGE", "INT")
+    RETURN_NAMES = ("pose_images", "count")
+    OUTPUT_TOOLTIPS = ("Pose images, row by row (pitch rows, yaw columns).", "Number of poses (batch size).")
+    FUNCTION = "grid"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Pose images for a grid of head poses; with a latent batch of the same size, each latent "
+                   "is generated at its own pose.")
+
+    def grid(self, yaw_from, yaw_to, yaw_steps, pitch_from, pitch_to, pitch_steps, roll, size=POSE_IMAGE_SIZE):
+        images = [draw_pose_image(y, p, roll, size=size) for y, p in pose_grid(yaw_from, yaw_to, yaw_steps,
+                                                                                 pitch_from, pitch_to, pitch_steps)]
+        return (numpy_to_image(images), len(images))
+
+
+NODE_CLASS_MAPPINGS = {"DenseFacePoseEuler": DenseFacePoseEuler, "DenseFacePoseGrid": DenseFacePoseGrid}
+NODE_DISPLAY_NAME_MAPPINGS = {"DenseFacePoseEuler": "Dense-Face Pose Image (yaw/pitch/roll)",
+                              "DenseFacePoseGrid": "Dense-Face Pose Grid"}

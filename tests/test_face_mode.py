@@ -39,7 +39,8 @@ def apply(comfy, env, model=None, **kw):
                 pose_strength=1.0, start_percent=0.0, end_percent=1.0)
     args.update(kw)
     return comfy.node("DenseFaceApplyPCAdapter").apply(model or env["model"], env["clip"], env["dense_face"],
-                                                       env["face_id"], env["pose"], env["pos"], env["neg"], **args)
+                                                       env["face_id"], env["pose"], env["neg"], positive=env["pos"],
+                                                       **args)
 
 
 def sample(comfy, model, pos, neg, seed=7, steps=STEPS, cfg=4.0):
@@ -201,6 +202,28 @@ def test_identity_token_equals_manual_text_encoder(comfy, env):
 def test_placeholder_missing_is_a_clear_error(comfy, env):
     with pytest.raises(ValueError, match="placeholder"):
         apply(comfy, env, prompt="a photo of a person")
+    with pytest.raises(ValueError, match="prompt is empty and no positive"):
+        comfy.node("DenseFaceApplyPCAdapter").apply(env["model"], env["clip"], env["dense_face"], env["face_id"],
+                                                    env["pose"], env["neg"], prompt=" ")
+
+
+def test_pose_grid_batch_gives_each_latent_its_pose(comfy, env):
+    images, count = comfy.node("DenseFacePoseGrid").grid(-30.0, 30.0, 3, 0.0, 10.0, 2, 0.0)
+    assert count == 6 and tuple(images.shape) == (6, 256, 256, 3)
+    ref = comfy.core.pose.draw_pose_image(30.0, 10.0, 0.0)
+    assert np.array_equal((images[5].numpy() * 255).round().astype(np.uint8), ref)
+    m, p, n = apply(comfy, env, pose_strength=1.0)
+    _, pg, ng = comfy.node("DenseFaceApplyPCAdapter").apply(env["model"], env["clip"], env["dense_face"],
+                                                            env["face_id"], images[:2], env["neg"],
+                                                            prompt="a close-up photo of * .")
+    import nodes
+
+    latent = {"samples": torch.zeros(2, 4, 32, 32)}
+    with torch.inference_mode():
+        out = nodes.common_ksampler(m, 3, 1, 4.0, "euler", "normal", pg, ng, latent)[0]["samples"]
+    # same noise, same prompt: the two latents differ only through their poses
+    assert pg[0][1]["control"].control_model.last_unique_rows == 2
+    assert not torch.equal(out[0], out[1])
 
 
 def test_pose_branch_through_controlnet_machinery(comfy, env):
@@ -227,7 +250,7 @@ def test_pose_branch_through_controlnet_machinery(comfy, env):
 
     ps, ns = nodes.ControlNetApplyAdvanced().apply_controlnet(env["pos"], env["neg"], stock, env["pose"], 1.0, 0.0, 1.0)
     _, pc, nc = comfy.node("DenseFaceApplyPCAdapter").apply(env["model"], env["clip"], env["dense_face"],
-                                                            env["face_id"], env["pose"], ps, ns, prompt="",
+                                                            env["face_id"], env["pose"], ns, positive=ps, prompt="",
                                                             adapter_strength=0.0, identity_strength=0.0,
                                                             pose_strength=1.0, start_percent=0.0, end_percent=1.0)
     assert pc[0][1]["control"].previous_controlnet is ps[0][1]["control"]
@@ -295,7 +318,7 @@ def test_wrong_family_and_bad_files(comfy, env, tmp_path):
     wrong_id = core.id_embedding.FaceID(np.ones(512), "ir_se50")
     with pytest.raises(Exception, match="trained on 'insightface/antelopev2'"):
         comfy.node("DenseFaceApplyPCAdapter").apply(env["model"], env["clip"], env["dense_face"], wrong_id,
-                                                    env["pose"], env["pos"], env["neg"])
+                                                    env["pose"], env["neg"], positive=env["pos"])
 
 
 def test_annotation_predict_one_forward(comfy, env):
