@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output .safetensors (the IR-SE50 identity network goes beside it)")
     p.set_defaults(func=_cmd_convert_official)
 
+    for name, (_module, text) in DELEGATED.items():
+        sub.add_parser(name, help=text + f" (dense-face {name} --help)", add_help=False)
+
     p = sub.add_parser("bench", help="benchmarks (each prints ratios measured side by side)")
     p.add_argument("name", choices=sorted(BENCHMARKS))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help for them)")
@@ -125,14 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands with their own argument parsers: "name": ("module", "one-line help").
+DELEGATED = {
+    "run": ("runner", "run a shipped (API-format) workflow headless, in-process or on a ComfyUI server"),
+    "demo-weights": ("demo_weights", "write the labelled random-weight demo model set (ComfyUI models layout)"),
+}
+
+
+def _delegate(name: str, rest: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(f"{__package__}.{DELEGATED[name][0]}")
+    return int(module.main(rest) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .dense_face_core.errors import DenseFaceError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else None
     try:
+        if command in DELEGATED:
+            return _delegate(command, argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except DenseFaceError as exc:
-        print(f"dense-face {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dense-face {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

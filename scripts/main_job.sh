@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set up .venv, then run the most complete Dense-Face job
-# the pack can do today on a photo that ships with scikit-image (the astronaut):
-# face analysis, aligned crop, mask, dense annotation targets, pose image and paste-back.
-# Outputs go to ./outputs (override with OUT=...).
+# The main job on a fresh machine: set up .venv, then run the shipped personalisation workflow
+# headless (dense-face run, in-process ComfyUI). With no trained models present it runs on the
+# labelled RANDOM-WEIGHT demo set, as a face swap on photos that ship in installed packages,
+# and says so. Outputs go to ./outputs (override with OUT=...; pass extra `dense-face run`
+# options as arguments, e.g. --steps 50 --reference me.jpg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,5 +26,5 @@ if [ -z "${DENSE_FACE_LANDMARKER:-}" ]; then
   mv "$DENSE_FACE_LANDMARKER.part" "$DENSE_FACE_LANDMARKER"
 fi
 export DENSE_FACE_LANDMARKER
-.venv/bin/python scripts/make_figures.py --out "$OUT"
-echo "main job: done; open $OUT/face_stack.png (photo, crop, mask, landmarks, parsing, depth, paste-back, pose image)"
+# 12 steps keep the CPU demo to a few minutes; real runs use the workflow's 50 (the authors').
+.venv/bin/dense-face run --workflow dense_face_personalize --steps 12 --out "$OUT" "$@"
