@@ -51,12 +51,11 @@ from __future__ import annotations
 import copy
 import logging
 
-import torch
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import torch
 
 from ..dense_face_core import latent_blend as LB
 from ..dense_face_core.errors import DenseFaceInputError
