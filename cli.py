@@ -83,6 +83,7 @@ def _cmd_convert_official(args) -> int:
 BENCHMARKS = {
     "face-stack": "bench.face_stack",
     "step-overhead": "bench.step_overhead",
+    "dataset": "bench.dataset",
 }
 
 
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {
     "run": ("runner", "run a shipped (API-format) workflow headless, in-process or on a ComfyUI server"),
     "demo-weights": ("demo_weights", "write the labelled random-weight demo model set (ComfyUI models layout)"),
+    "build-dataset": ("train.dataset_builder", "build training shards (crops, landmarks, pose, parsing, depth, "
+                                               "embeddings, captions) from photos"),
 }
 
 

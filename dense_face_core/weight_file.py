@@ -48,6 +48,7 @@ REQUIRED_PARTS = ("pose_branch", "pc_adapter", "id_projector")
 INIT_EMBEDDING_PART = "id_init_embedding"
 INIT_EMBEDDING_KEY = "id_projector.init_embedding"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+CUSTOM_FAMILIES_ENV = "DENSE_FACE_ALLOW_CUSTOM_FAMILIES"
 CONVERT_HINT = "convert it with:  dense-face convert-official IN.ckpt OUT.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -311,9 +312,21 @@ def validate(
     try:
         fam = get_family(meta.base_family)
     except DenseFaceInputError:
-        raise WeightFileError(
-            f"{source} is for an unknown base model family {meta.base_family!r}"
-        ) from None
+        if os.environ.get(CUSTOM_FAMILIES_ENV) != "1" or meta.base_family in PRODUCT_FAMILIES:
+            raise WeightFileError(
+                f"{source} is for an unknown base model family {meta.base_family!r} (set "
+                f"{CUSTOM_FAMILIES_ENV}=1 to load weights made for a custom UNet geometry)"
+            ) from None
+        # A research UNet of another geometry: the metadata carries everything the parts need.
+        fam = register_family(
+            BaseFamily(
+                meta.base_family,
+                context_dim=int(meta.context_dim),
+                model_channels=int(meta.model_channels),
+                channel_mult=tuple(int(m) for m in meta.channel_mult),
+                num_res_blocks=int(meta.num_res_blocks),
+            )
+        )
     geometry = {
         "context_dim": str(meta.context_dim),
         "model_channels": str(meta.model_channels),
