@@ -84,6 +84,7 @@ BENCHMARKS = {
     "face-stack": "bench.face_stack",
     "step-overhead": "bench.step_overhead",
     "dataset": "bench.dataset",
+    "pipeline": "bench.pipeline",
 }
 
 

