@@ -17,15 +17,10 @@ ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.025
 
 
 def export_tiny_arcface(path):
-    """A stand-in for ArcFace with its exact interface (1x3x112x112 -> 512); weights are random."""
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.PReLU(16),
-                              torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.PReLU(32),
-                              torch.nn.AdaptiveAvgPool2d(7), torch.nn.Flatten(), torch.nn.Linear(32 * 49, 512))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(net.eval(), torch.zeros(1, 3, 112, 112), str(path), input_names=["data"],
-                      output_names=["fc1"], dynamic_axes={"data": {0: "batch"}}, dynamo=False)
-    return path
+    """A stand-in with ArcFace's interface (1x3x112x112 -> 512): real weights are not downloadable here."""
+    from dense_face.demo_weights import export_random_arcface
+
+    return export_random_arcface(path)
 
 
 @pytest.fixture(scope="module")
