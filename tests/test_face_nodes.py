@@ -112,3 +112,35 @@ def test_annotation_targets_node(comfy, landmarker_path, photos):
     assert tuple(parsing.shape) == (1, 128, 128, 3) and tuple(depth.shape) == (1, 128, 128, 3)
     assert tuple(lms.shape[1:3]) == photos[0].shape[:2]
     assert 0.1 < float(face_mask.mean()) < 0.9
+
+
+def test_id_encoder_and_embedding_nodes(comfy, landmarker_path, photos, shared_dir):
+    from dense_face.demo_weights import export_random_arcface
+
+    export_random_arcface(comfy.models_dir / "insightface" / "models" / "nodetest_RANDOM" / "arcface.onnx")
+    node = comfy.node("DenseFaceIDEncoder")
+    assert "insightface/nodetest_RANDOM" in node.INPUT_TYPES()["required"]["id_model"][0]
+    (one,) = node.encode(as_image(photos[0]), "insightface/nodetest_RANDOM", "CPU")
+    (two,) = node.encode(as_image(photos[0], photos[0]), "insightface/nodetest_RANDOM", "CPU")
+    assert one.model == "insightface/nodetest_RANDOM" and two.count == 2
+    assert np.allclose(one.embedding, two.embedding, atol=1e-6)  # the same photo twice averages to itself
+    with pytest.raises(Exception, match="antelopev2.*models/insightface"):
+        node.encode(as_image(photos[0]), "insightface/antelopev2", "CPU")
+    with pytest.raises(Exception, match="no face found"):
+        node.encode(torch.full((1, 128, 128, 3), 0.5), "insightface/nodetest_RANDOM", "CPU")
+    # the authors' IR-SE50, as dense-face convert-official extracts it
+    from safetensors.torch import save_file
+
+    from dense_face.dense_face_core.ir_se50 import IRSE50
+
+    save_file(IRSE50().state_dict(), str(comfy.models_dir / "dense_face" / "authors.ir_se50.safetensors"))
+    choice = "ir_se50:authors.ir_se50.safetensors"
+    assert choice in comfy.node("DenseFaceIDEncoder").INPUT_TYPES()["required"]["id_model"][0]
+    (irse,) = node.encode(as_image(photos[0]), choice, "CPU")
+    assert irse.model == "ir_se50" and irse.embedding.shape == (512,)
+    # a precomputed embedding: the authors' feat_file_v2
+    feat = shared_dir / "data/casia_toy/CASIAFaces/0000045/feat_file_v2/001.pth"
+    (loaded,) = comfy.node("DenseFaceLoadIDEmbedding").load(str(feat), "ir_se50")
+    assert loaded.model == "ir_se50" and abs(float(np.linalg.norm(loaded.embedding)) - 1) < 1e-5
+    with pytest.raises(Exception, match="path"):
+        comfy.node("DenseFaceLoadIDEmbedding").load("  ", "ir_se50")

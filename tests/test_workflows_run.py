@@ -133,3 +133,29 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, tmp_p
     print(f"demo face swap: {changed.mean():.2%} of pixels changed, {(weight > 0).mean():.2%} inside the mask")
     assert changed[weight > 0].mean() > 0.5  # the face was re-painted
     assert not changed[weight == 0].any()  # nothing outside the feathered mask moved
+
+
+@pytest.mark.server
+def test_cli_run_against_server_url(server, shared_dir, tmp_path):
+    """`dense-face run --comfy-url`: overrides by role, uploads, outputs downloaded, summary written."""
+    import subprocess
+    import sys
+
+    wf = _tiny(json.loads((REPO / "workflows" / "dense_face_face_swap_api.json").read_text()))
+    path = tmp_path / "face_swap_tiny_api.json"
+    path.write_text(json.dumps(wf))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "run", "--workflow", str(path), "--comfy-url",
+                           server.url, "--target", str(shared_dir / "data/celebs/Oprah_Winfrey/01.jpg"),
+                           "--reference", str(shared_dir / "data/celebs/Oprah_Winfrey/02.jpg"), "--seed", "5",
+                           "--yaw", "25", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["demo_random_weights"] is False
+    assert "pose: yaw 25" in summary["overrides"] and "seed: 5 (+1 per further sampler)" in summary["overrides"]
+    assert any(Path(p).name.startswith("dense_face_face_swap") for p in summary["outputs"])
+    # a UI-format file is refused with a pointer to its API twin
+    bad = subprocess.run([sys.executable, "-m", "dense_face.cli", "run", "--workflow",
+                          str(REPO / "workflows" / "dense_face_face_swap.json"), "--comfy-url", server.url,
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "UI-format" in bad.stderr and "_api.json" in bad.stderr
