@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from .dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH, DenseHead
 from .errors import DenseFaceInputError, MissingModelError, WeightFileError
+from .io_utils import atomic_path
 from .families import PRODUCT_FAMILIES, BaseFamily, attention_layers, get_family, register_family
 from .identity import (
     ID_DELTA,
@@ -487,17 +487,8 @@ def save_safetensors_atomic(
             t = t.clone()  # safetensors refuses tensors that share memory
         seen.add(t.untyped_storage().data_ptr())
         out[k] = t
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(out, tmp, metadata={str(k): str(v) for k, v in metadata.items()})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(p, ".tmp") as tmp:
+        save_file(out, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
 
 
 def save_weight_file(

@@ -75,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landmarker")
     parser.add_argument("--out", default="docs/images")
+    parser.add_argument("--screenshots", help="also copy the frontend screenshots that tests/test_workflows.py "
+                                              "saves (test-artifacts/) here, shrunk to 1600 px wide")
     args = parser.parse_args()
     out = Path(args.out)
     atomic_save_png(Image.fromarray(pose_grid()), out / "pose_grid.png")
@@ -83,6 +85,12 @@ def main() -> None:
     pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
     atomic_save_png(Image.fromarray(np.concatenate([pad(top), pad(bottom)], axis=0)), out / "face_stack.png")
     print(f"wrote {out / 'pose_grid.png'} and {out / 'face_stack.png'}")
+    if args.screenshots:
+        for shot in sorted(Path(args.screenshots).glob("litegraph2024-dense_face_*.png")):
+            im = Image.open(shot).convert("RGB")
+            im = im.resize((1600, round(im.height * 1600 / im.width)), Image.LANCZOS)
+            atomic_save_png(im, out / f"workflow_{shot.stem.split('-', 1)[1]}.png")
+            print(f"wrote {out / ('workflow_' + shot.stem.split('-', 1)[1] + '.png')}")
 
 
 if __name__ == "__main__":

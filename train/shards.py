@@ -28,15 +28,15 @@ marks the shard complete and gives map-style datasets random access without a sc
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from ..dense_face_core.io_utils import atomic_open, remove_stale_temp  # noqa: F401 (re-exported)
 
 FORMAT = "dense-face-wds-v1"
 DEPTH_ZERO = 32768
@@ -51,42 +51,15 @@ _TAR_MTIME = 0  # fixed header fields: the same input gives byte-identical shard
 
 # ---------------------------------------------------------------- atomic files
 
-@contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "wb"):
-    """Open a temp file beside ``path``; fsync and ``os.replace`` it on success.
-
-    Temp names start with ``.<name>.tmp`` so a resumed run can delete exactly the
-    leftovers of the units it owns (a kill -9 cannot run cleanup code).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Open a temp file beside ``path``; it replaces ``path`` whole on success (core io_utils)."""
+    return atomic_open(path, mode)
 
 
 def write_json_atomic(path: Path, obj) -> None:
     with atomic_file(path, "w") as fh:
         json.dump(obj, fh, indent=1, sort_keys=True)
         fh.write("\n")
-
-
-def remove_stale_temp(path: Path) -> int:
-    """Delete leftovers ``.<name>.tmp*`` of a killed writer of ``path``; returns how many."""
-    n = 0
-    for p in Path(path).parent.glob(f".{Path(path).name}.tmp*"):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            n += 1
-    return n
 
 
 # ---------------------------------------------------------------- encoders
