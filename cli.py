@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {
     "run": ("runner", "run a shipped (API-format) workflow headless, in-process or on a ComfyUI server"),
     "demo-weights": ("demo_weights", "write the labelled random-weight demo model set (ComfyUI models layout)"),
+    "eval": ("train.evaluate", "evaluate identities x prompts x seeds: identity similarity, CLIP-T/I, pose error, "
+                               "FID, face detection"),
     "build-dataset": ("train.dataset_builder", "build training shards (crops, landmarks, pose, parsing, depth, "
                                                "embeddings, captions) from photos"),
 }

