@@ -85,6 +85,7 @@ BENCHMARKS = {
     "step-overhead": "bench.step_overhead",
     "dataset": "bench.dataset",
     "pipeline": "bench.pipeline",
+    "train": "bench.train",
 }
 
 
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {
     "run": ("runner", "run a shipped (API-format) workflow headless, in-process or on a ComfyUI server"),
     "demo-weights": ("demo_weights", "write the labelled random-weight demo model set (ComfyUI models layout)"),
+    "train": ("train.trainer", "train the pose branch, PC-adapter, identity projector and dense head (diffusers + "
+                                "accelerate; also under `accelerate launch`)"),
+    "export": ("train.export", "export a training checkpoint to the node pack's weight file"),
     "eval": ("train.evaluate", "evaluate identities x prompts x seeds: identity similarity, CLIP-T/I, pose error, "
                                "FID, face detection"),
     "build-dataset": ("train.dataset_builder", "build training shards (crops, landmarks, pose, parsing, depth, "
