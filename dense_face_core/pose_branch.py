@@ -159,6 +159,11 @@ class PoseBranch(nn.Module):
         """ComfyUI's ControlNet wrapper reads ``control_model.dtype``."""
         return self.time_embed[0].weight.dtype
 
+    def encode_hint(self, hint: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """The hint encoder's output: a function of the pose image alone, so a caller may
+        compute it once per image and pass it to every step as ``guided_hint``."""
+        return self.input_hint_block(hint.to(dtype or self.dtype))
+
     def forward(
         self,
         x: Tensor,
@@ -166,6 +171,7 @@ class PoseBranch(nn.Module):
         timesteps: Tensor,
         context: Tensor | None = None,
         y: Tensor | None = None,
+        guided_hint: Tensor | None = None,
         **kwargs,
     ) -> list[Tensor]:
         """13 residuals: one per skip connection in input-block order, then the middle one.
@@ -176,7 +182,8 @@ class PoseBranch(nn.Module):
         emb = self.time_embed(
             timestep_embedding(timesteps, self.model_channels).to(x.dtype)
         )
-        guided_hint: Tensor | None = self.input_hint_block(hint.to(x.dtype))
+        if guided_hint is None:
+            guided_hint = self.encode_hint(hint, x.dtype)
         outs: list[Tensor] = []
         h = x
         for module, zero_conv in zip(self.input_blocks, self.zero_convs):

@@ -493,7 +493,9 @@ def test_dense_head_constants_and_size():
         (11, 3),
     ]
     n = sum(p.numel() for p in dh.DenseHead.for_family("sd15").parameters())
-    assert 1e6 < n < 6e6
+    assert dh.DEFAULT_WIDTH == 128 and 0.5e6 < n < 2e6  # small beside the UNet (<1 % of its parameters)
+    wide = sum(p.numel() for p in dh.DenseHead.for_family("sd15", width=256).parameters())
+    assert 2e6 < wide < 6e6
 
 
 @pytest.mark.parametrize("latent", [32, 64])

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..dense_face_core.dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH
 from ..dense_face_core.errors import DenseFaceInputError
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "pose_init": "unet",            # unet (ControlNet practice: copy the UNet encoder) | random
         "train_input_block_adapters": True,  # the authors' code leaves them untrained (no_grad)
         "init_from": None,              # a Dense-Face .safetensors to start from (e.g. a converted official ckpt)
-        "dense_head": {"enabled": True, "width": 128, "output_size": 64},  # 128: <10 % step cost at SD1.5 (256: ~13 % by FLOPs)
+        "dense_head": {"enabled": True, "width": DEFAULT_WIDTH, "output_size": DEFAULT_OUTPUT_SIZE},
         "placeholder_token": "*",
         "init_word": "person",
     },

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..dense_face_core.dense_head import FEATURE_TAPS, DenseHead
+from ..dense_face_core.dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH, FEATURE_TAPS, DenseHead
 from ..dense_face_core.errors import DenseFaceInputError, WeightFileError
 from ..dense_face_core.families import (AttentionLayer, BaseFamily, attention_layers,
                                         diffusers_to_ldm_attention, ldm_to_diffusers_attention)
@@ -79,7 +79,7 @@ class DenseFaceNet(nn.Module):
     path with __>.<part>.weight``, ``id_projector.*``, ``dense_head.*``, ``init_embedding``."""
 
     def __init__(self, family: BaseFamily, *, id_dim: int = ID_FEATURE_DIM, delta: float = DEFAULT_DELTA,
-                 id_delta: float = 0.01, dense_head: bool = True, head_width: int = 256, head_size: int = 64,
+                 id_delta: float = 0.01, dense_head: bool = True, head_width: int = DEFAULT_WIDTH, head_size: int = DEFAULT_OUTPUT_SIZE,
                  placeholder_token: str = PLACEHOLDER_TOKEN, init_word: str = INIT_WORD):
         super().__init__()
         fam = family
