@@ -153,21 +153,18 @@ def _delegate(name: str, rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .dense_face_core.errors import DenseFaceError
+    from .dense_face_core.errors import run_reporting_errors
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else None
-    try:
+
+    def body() -> int:
         if command in DELEGATED:
             return _delegate(command, argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except DenseFaceError as exc:
-        print(f"dense-face {command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    return run_reporting_errors(f"dense-face {command}", body)
 
 
 if __name__ == "__main__":

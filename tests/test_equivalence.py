@@ -81,13 +81,7 @@ def test_full_size_key_map_and_shapes(comfy, family):
     from dense_face.train.base_models import unet_config_for_family
     from dense_face.train.unet_keys import diffusers_to_ldm_unet_map, unet_state_dict_to_ldm
 
-    cfg = tm.tiny_unet_config()
-    cfg.update(model_channels=320, channel_mult=[1, 2, 4, 4], context_dim=768 if family == "sd15" else 1024)
-    if family == "sd21":
-        cfg.update(num_heads=-1, num_head_channels=64, use_linear_in_transformer=True)
-    else:
-        cfg.update(num_heads=8)
-    cfg.pop("dtype")
+    cfg = tm.full_size_unet_config(family)
     with torch.device("meta"):
         theirs = UNetModel(**cfg, dtype=torch.float32, device="meta").state_dict()
         ours = UNet2DConditionModel(**unet_config_for_family(get_family(family))).state_dict()

@@ -132,13 +132,7 @@ def test_full_size_unet_attention_paths(comfy, family):
     import comfy.supported_models as sm
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    cfg = tm.tiny_unet_config()
-    cfg.update(model_channels=320, channel_mult=[1, 2, 4, 4], context_dim=768 if family == "sd15" else 1024)
-    if family == "sd21":
-        cfg.update(num_heads=-1, num_head_channels=64, use_linear_in_transformer=True)
-    else:
-        cfg.update(num_heads=8)
-    cfg.pop("dtype")
+    cfg = tm.full_size_unet_config(family)
     with torch.device("meta"):
         unet = UNetModel(**cfg, dtype=torch.float32, device="meta")
     found = {n for n, _ in unet.named_modules() if n.endswith((".attn1", ".attn2"))}

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import official_layout
 import pytest
 import torch
 from dense_face.dense_face_core import weight_file as wf
@@ -290,62 +291,6 @@ FACT_BLOCKS = (
 )
 
 
-def _control_model_shapes() -> dict[str, tuple[int, ...]]:
-    """official-code-facts section 8, with the ldm ResBlock layout."""
-    e: dict[str, tuple[int, ...]] = {}
-
-    def conv(name, cout, cin, k):
-        e[f"{name}.weight"], e[f"{name}.bias"] = (cout, cin, k, k), (cout,)
-
-    def resblock(name, cin, cout):
-        e[f"{name}.in_layers.0.weight"] = e[f"{name}.in_layers.0.bias"] = (cin,)
-        conv(f"{name}.in_layers.2", cout, cin, 3)
-        e[f"{name}.emb_layers.1.weight"], e[f"{name}.emb_layers.1.bias"] = (
-            (cout, 1280),
-            (cout,),
-        )
-        e[f"{name}.out_layers.0.weight"] = e[f"{name}.out_layers.0.bias"] = (cout,)
-        conv(f"{name}.out_layers.3", cout, cout, 3)
-        if cin != cout:
-            conv(f"{name}.skip_connection", cout, cin, 1)
-
-    e["time_embed.0.weight"], e["time_embed.0.bias"] = (1280, 320), (1280,)
-    e["time_embed.2.weight"], e["time_embed.2.bias"] = (1280, 1280), (1280,)
-    for i, (co, ci) in enumerate(
-        [
-            (16, 3),
-            (16, 16),
-            (32, 16),
-            (32, 32),
-            (96, 32),
-            (96, 96),
-            (256, 96),
-            (320, 256),
-        ]
-    ):
-        conv(f"input_hint_block.{2 * i}", co, ci, 3)
-    conv("input_blocks.0.0", 320, 4, 3)
-    for n, ci, co in [
-        (1, 320, 320),
-        (2, 320, 320),
-        (4, 320, 640),
-        (5, 640, 640),
-        (7, 640, 1280),
-        (8, 1280, 1280),
-        (10, 1280, 1280),
-        (11, 1280, 1280),
-    ]:
-        resblock(f"input_blocks.{n}.0", ci, co)
-    for n, c in [(3, 320), (6, 640), (9, 1280)]:
-        conv(f"input_blocks.{n}.0.op", c, c, 3)
-    resblock("middle_block.0", 1280, 1280)
-    resblock("middle_block.1", 1280, 1280)
-    for i, c in enumerate([320] * 4 + [640] * 3 + [1280] * 5):
-        conv(f"zero_convs.{i}.0", c, c, 1)
-    conv("middle_block_out.0", 1280, 1280, 1)
-    return e
-
-
 def _authors_state_dict() -> dict[str, torch.Tensor]:
     """Exactly the authors' names and shapes (fp16 and constant fills keep it cheap; each tensor
     gets its own value so a mix-up is visible), plus tensors the converter must ignore."""
@@ -368,7 +313,7 @@ def _authors_state_dict() -> dict[str, torch.Tensor]:
                 put(f"{base}.{part}.weight", shape)
             for proj, shape in (("to_q", (c, c)), ("to_k", (c, kv))):
                 put(f"{base}.{proj}.weight", shape)  # base UNet: ignored
-    for k, shape in _control_model_shapes().items():
+    for k, shape in official_layout.pose_branch_shapes().items():
         put(f"control_model.{k}", shape)
     put("model.diffusion_model.input_blocks.0.0.weight", (320, 4, 3, 3))
     put("model.diffusion_model.out.2.weight", (4, 320, 3, 3))
@@ -414,7 +359,7 @@ def test_convert_authors_checkpoint_bit_exact(authors_sd, tmp_path):
         summary["id_projector_tensors"],
         summary["id_network_tensors"],
     ) == (128, 7, 3)
-    assert summary["pose_branch_tensors"] == len(_control_model_shapes())
+    assert summary["pose_branch_tensors"] == len(official_layout.pose_branch_shapes())
     assert summary["ignored_tensors"] == 2 * 32 + 2 + 1 + 3 + 2
     w = wf.load_weight_file(out, expected_family="sd15", expected_context_dim=768)
     assert (

@@ -23,6 +23,18 @@ def tiny_unet_config() -> dict:
     return random_models.unet_config(TINY_CHANNELS, TINY_MULT, TINY_CONTEXT, num_heads=4)
 
 
+
+def full_size_unet_config(family: str) -> dict:
+    """ComfyUI UNetModel kwargs of a full-size SD1.5 / SD2.1 UNet (no dtype: build it on the meta device)."""
+    cfg = tiny_unet_config()
+    cfg.update(model_channels=320, channel_mult=[1, 2, 4, 4], context_dim=768 if family == "sd15" else 1024)
+    if family == "sd21":
+        cfg.update(num_heads=-1, num_head_channels=64, use_linear_in_transformer=True)
+    else:
+        cfg.update(num_heads=8)
+    cfg.pop("dtype")
+    return cfg
+
 def tiny_family(core):
     """Register (once) and return the Dense-Face family describing the tiny UNet."""
     families = core.families

@@ -28,6 +28,7 @@ from ..dense_face_core.errors import (
     DenseFaceError,
     DenseFaceInputError,
     MissingModelError,
+    run_reporting_errors,
 )
 from ..dense_face_core.io_utils import atomic_write_text
 from . import metrics as M
@@ -768,14 +769,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _entry() -> int:
-    try:
-        return main()
-    except DenseFaceError as exc:
-        print(f"dense-face eval: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors("dense-face eval", main)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ import math
 import os
 import sys
 import tempfile
-import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..import_stubs import hollow_modules, torchvision_works
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError, NoFaceError
 from ..dense_face_core.id_embedding import (
     ArcFaceEncoder,
@@ -37,7 +37,7 @@ from ..dense_face_core.id_embedding import (
     find_insightface_recognition,
 )
 from ..dense_face_core.images import read_image, to_rgb_uint8
-from ..dense_face_core.landmarker import Face, select_face
+from ..dense_face_core.landmarker import Face, box_iou, select_face
 
 ANGLES = ("yaw", "pitch", "roll")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -206,46 +206,19 @@ class ClipScorer:
 FIDELITY_INSTALL = "pip install --no-deps torch-fidelity  (its FID path needs torch, numpy, scipy, pillow, tqdm)"
 
 
-def _torchvision_works() -> bool:
-    try:
-        import torchvision
-
-        return hasattr(torchvision, "__version__")
-    except Exception:
-        return False
-    finally:
-        for name in [n for n, m in sys.modules.items() if n.startswith("torchvision") and m is None]:
-            del sys.modules[name]
-
-
 @contextlib.contextmanager
 def _torchvision_import_stub():
     """Hollow torchvision modules while torch_fidelity imports.
 
     torch-fidelity's package ``__init__`` imports its dataset, CLIP, VGG and DINOv2 helpers,
     which import torchvision; the FID path (its InceptionV3 and Frechet distance) uses none
-    of it. Where no working torchvision is installed, these stand-ins exist only during the
-    import, like the one :mod:`dense_face.comfy_host` uses for ComfyUI.
+    of it.
     """
-    names = ("torchvision", "torchvision.datasets", "torchvision.transforms", "torchvision.transforms.functional",
-             "torchvision.models")
-    saved = {n: sys.modules.get(n) for n in names}
-    mods = {n: types.ModuleType(n) for n in names}
-    for cls in ("CIFAR10", "CIFAR100", "STL10"):
-        setattr(mods["torchvision.datasets"], cls, type(cls, (), {}))
-    mods["torchvision"].datasets = mods["torchvision.datasets"]
-    mods["torchvision"].transforms = mods["torchvision.transforms"]
-    mods["torchvision"].models = mods["torchvision.models"]
-    mods["torchvision.transforms"].functional = mods["torchvision.transforms.functional"]
-    sys.modules.update(mods)
-    try:
+    with hollow_modules(("torchvision", "torchvision.datasets", "torchvision.transforms",
+                         "torchvision.transforms.functional", "torchvision.models")) as mods:
+        for cls in ("CIFAR10", "CIFAR100", "STL10"):
+            setattr(mods["torchvision.datasets"], cls, type(cls, (), {}))
         yield
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
 
 
 def load_torch_fidelity():
@@ -254,7 +227,7 @@ def load_torch_fidelity():
         return sys.modules["torch_fidelity"]
     if importlib.util.find_spec("torch_fidelity") is None:
         raise MissingModelError(f"FID needs the torch-fidelity package: {FIDELITY_INSTALL}")
-    if _torchvision_works():
+    if torchvision_works():
         return importlib.import_module("torch_fidelity")
     print("dense-face eval: torchvision is not usable here; torch-fidelity is imported with a hollow torchvision "
           "stand-in (its FID path does not use torchvision)", file=sys.stderr)
@@ -425,8 +398,8 @@ class DlibIdentity:
             if box is None:
                 rect = max(dets, key=lambda r: r.area())
             else:
-                rect = max(dets, key=lambda r: _iou((r.left(), r.top(), r.right(), r.bottom()), box))
-                if _iou((rect.left(), rect.top(), rect.right(), rect.bottom()), box) < 0.2:
+                rect = max(dets, key=lambda r: box_iou((r.left(), r.top(), r.right(), r.bottom()), box))
+                if box_iou((rect.left(), rect.top(), rect.right(), rect.bottom()), box) < 0.2:
                     rect = None
         if rect is None and box is not None:
             rect = self.dlib.rectangle(*(round(v) for v in box))
@@ -440,12 +413,6 @@ class DlibIdentity:
         return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 # ---------------------------------------------------------------- aggregation

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..dense_face_core.dense_head import dense_losses
-from ..dense_face_core.errors import DenseFaceError, DenseFaceInputError
+from ..dense_face_core.errors import DenseFaceInputError, run_reporting_errors
 from . import config as C
 
 CHECKPOINTS = "checkpoints"
@@ -427,19 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None:
             overrides.append(f"{key}={value}")
-    try:
+
+    def body() -> int:
         cfg = C.load_config(args.config, overrides, args.output_dir)
         if args.print_config:
             print(C.dump(cfg), end="")
             return 0
         train(cfg)
-    except DenseFaceError as exc:
-        print(f"dense-face train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dense-face train: interrupted (resume with the same command)", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return run_reporting_errors("dense-face train", body, "interrupted (resume with the same command)")
 
 
 if __name__ == "__main__":
