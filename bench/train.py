@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dense-face-bench-train-") as tmp:
         cfg = bench_config(args.size, args.image_size, args.batch, tmp)
         print(f"models: {SIZES[args.size]['what']}, random weights; images {args.image_size}px, batch {args.batch} "
-              f"per process; {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s) in-process")
+              f"per process; trainer runs on {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s) in-process")
         with_dense, without = time_dense_overhead(cfg, args.repeats, args.warmup)
         overhead = with_dense / without
-        print(f"training step (fp32, one process, median of {args.repeats}): with dense losses {with_dense:.3f} s, "
+        print(f"training step (fp32, CPU, one process, median of {args.repeats}): with dense losses {with_dense:.3f} s, "
               f"without {without:.3f} s -> +{100 * (overhead - 1):.1f} %")
         scaling = float("nan")
         if not args.skip_scaling:

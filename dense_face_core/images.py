@@ -1,9 +1,19 @@
 """Normalise whatever image a user hands us to RGB uint8 (H, W, 3), the face stack's input."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .errors import DenseFaceInputError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def is_image_file(path) -> bool:
+    """An image by its name; hidden files (macOS ``._photo.jpg`` resource forks) are not."""
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
 def to_rgb_uint8(image, name: str = "image") -> np.ndarray:

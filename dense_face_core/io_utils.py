@@ -42,9 +42,9 @@ def atomic_path(path, suffix: str | None = None):
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode: str = "wb"):
-    """Like ``open(path, mode)`` for writing, but the file appears whole or not at all."""
-    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+def atomic_open(path, mode: str = "wb", **open_kwargs):
+    """Like ``open(path, mode, ...)`` for writing, but the file appears whole or not at all."""
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
         yield fh
 
 

@@ -26,8 +26,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CELEBS = SHARED / "data" / "celebs"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,10 +42,8 @@ def _evaluate():
 
 
 @pytest.fixture(scope="module")
-def celebs() -> Path:
-    if not CELEBS.is_dir():
-        pytest.skip(f"celebrity photos not found at {CELEBS} (only present on the project's machines)")
-    return CELEBS
+def celebs(shared_dir) -> Path:
+    return shared_dir / "data" / "celebs"
 
 
 def _img(celebs: Path, name: str) -> np.ndarray:

@@ -90,6 +90,9 @@ def ensure_dataset(cfg: dict, log=print) -> Path:
         if Path(item).expanduser().exists():
             src = Path(item).expanduser()
             break
+    if src is None:
+        raise DenseFaceInputError(f"data.build.inputs: none of {inputs} exists (give photo folders, a CSV layout "
+                                  f"or '{PACKAGED}')")
     argv = ["--input", str(src), "--out", str(out), "--workers", str(int(b.get("workers") or 1)),
             "--landmarker", _landmarker(b.get("landmarker"), REPO_DIR), "--quiet"]
     model = b.get("insightface_model")

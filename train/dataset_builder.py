@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dense_face_core.images import is_image_file
 from . import shards as S
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 OUTCOMES = ("ok", "no_face", "too_small", "unreadable", "grayscale", "duplicate", "too_large",
             "missing", "error", "crashed")
 DEFAULT_SHARD_SIZE = 1000
@@ -63,10 +63,6 @@ class Plan:
     empty_identities: list[str]
     missing: list[str]
     loose_files: list[str]
-
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
 class _Listings:
@@ -104,7 +100,7 @@ def _walk_images(folder: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "captions")
-        out += [Path(dirpath) / f for f in filenames if _is_image(Path(f))]
+        out += [Path(dirpath) / f for f in filenames if is_image_file(Path(f))]
     return sorted(out)
 
 
@@ -171,7 +167,7 @@ def scan_input(root: Path) -> Plan:
                     size = -1
                 items.append(Item(entry.name, str(img), img.relative_to(root).as_posix(), size,
                                   _caption_candidates(img, listings)))
-        elif _is_image(p):
+        elif is_image_file(p):
             loose.append(entry.name)
     return Plan("folders", items, identities, empty, [], loose)
 

@@ -7,7 +7,7 @@ resumes where it stopped. Then every result image is measured (face detection, A
 identity cosine, pose error, CLIP-T, CLIP-I, dlib distance; FID over the whole set) and
 a table is written: ``eval_table.{csv,md,json}`` (per identity and overall, mean ± std)
 and ``eval_images.csv`` (one row per image). Metrics whose models are not supplied are
-left out, and the table says why. See train/README_eval.md.
+left out, and the table says why. See docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..dense_face_core.errors import (
     MissingModelError,
     run_reporting_errors,
 )
-from ..dense_face_core.io_utils import atomic_write_text
+from ..dense_face_core.io_utils import atomic_open, atomic_write_text
 from . import metrics as M
 
 RUN_SUMMARY = "run_summary.json"
@@ -63,10 +63,6 @@ class Identity:
     name: str
     photos: list[Path]
     reference: Path
-
-    @property
-    def others(self) -> list[Path]:
-        return [p for p in self.photos if p != self.reference]
 
 
 @dataclass
@@ -564,14 +560,14 @@ def write_outputs(out: Path, table: list[dict], rows: list[dict], fid: dict, not
     # per image
     cols = ["identity", "prompt_index", "seed", "image", "face_detected"] + [m for m in METRICS if m != "face_detected"]
     extra = sorted({k for r in rows for k in r} - set(cols) - {"prompt"})
-    with open(out / "eval_images.csv", "w", newline="") as fh:
+    with atomic_open(out / "eval_images.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols + extra + ["prompt"], extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     # table CSV
     counts = ["identity", "runs", "failed", "missing", "images", "no_face"]
-    with open(out / "eval_table.csv", "w", newline="") as fh:
+    with atomic_open(out / "eval_table.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(counts + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "n")] + ["fid"])
         for e in table:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..dense_face_core.errors import DenseFaceError, DenseFaceInputError, MissingModelError
+from ..dense_face_core.errors import DenseFaceInputError, MissingModelError, run_reporting_errors
 from ..dense_face_core.weight_file import (INIT_EMBEDDING_PART, REQUIRED_PARTS, WeightMetadata,
                                            save_weight_file)
 
@@ -102,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="tensor dtype in the file")
     p.add_argument("--no-dense-head", action="store_true", help="leave the dense annotation head out")
     args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
+
+    def body() -> int:
         path = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype,
                                  include_dense_head=not args.no_dense_head)
-    except DenseFaceError as exc:
-        print(f"dense-face export: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"dense-face export: wrote {path}")
-    return 0
+        print(f"dense-face export: wrote {path}")
+        return 0
+
+    return run_reporting_errors("dense-face export", body)
 
 
 if __name__ == "__main__":

@@ -36,17 +36,16 @@ from ..dense_face_core.id_embedding import (
     average_embeddings,
     find_insightface_recognition,
 )
-from ..dense_face_core.images import read_image, to_rgb_uint8
+from ..dense_face_core.images import is_image_file, read_image, to_rgb_uint8
 from ..dense_face_core.landmarker import Face, box_iou, select_face
 
 ANGLES = ("yaw", "pitch", "roll")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     folder = Path(folder)
     files = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in files if p.is_file() and is_image_file(p))
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,7 +16,6 @@ Where each piece enters (official-code-facts sections 2-4):
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -304,7 +303,7 @@ class DenseFaceNet(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
-def build_net(cfg: dict, base, *, init: bool = True) -> DenseFaceNet:
+def build_net(cfg: dict, base) -> DenseFaceNet:
     """The trainable net for a resolved config, initialised from the base (or a weight file)."""
     m = cfg["model"]
     head = m["dense_head"]
@@ -312,22 +311,12 @@ def build_net(cfg: dict, base, *, init: bool = True) -> DenseFaceNet:
                        dense_head=bool(head["enabled"]), head_width=int(head["width"]),
                        head_size=int(head["output_size"]), placeholder_token=m["placeholder_token"],
                        init_word=m["init_word"])
-    if init:
-        net.init_from_base(base, m["adapter_init"], m["pose_init"])
-        if m.get("init_from"):
-            from ..dense_face_core.weight_file import load_weight_file
+    net.init_from_base(base, m["adapter_init"], m["pose_init"])
+    if m.get("init_from"):
+        from ..dense_face_core.weight_file import load_weight_file
 
-            net.load_weight_file_parts(load_weight_file(m["init_from"], expected_family=base.family))
+        net.load_weight_file_parts(load_weight_file(m["init_from"], expected_family=base.family))
     return net
-
-
-@contextlib.contextmanager
-def attached(net: DenseFaceNet, base):
-    net.attach(base)
-    try:
-        yield net
-    finally:
-        net.detach_base()
 
 
 def diffusion_target(scheduler, latents: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:

@@ -372,8 +372,8 @@ def train(cfg: dict) -> Path:
         lr_scheduler.step()
         state.step += 1
         state.samples_per_rank += int(t["batch_size"]) * accum
-        means = accelerator.reduce(sums, reduction="mean")
-        if state.step % int(t["log_every"]) == 0 or state.step == max_steps:
+        if state.step % int(t["log_every"]) == 0 or state.step == max_steps:  # same on every rank
+            means = accelerator.reduce(sums, reduction="mean")
             rec = {"step": state.step, **{k: float(v) for k, v in zip(LOSS_TERMS, means.tolist())},
                    "lr": float(lr_scheduler.get_last_lr()[0]),
                    "samples": state.step * state.samples_per_step * world,
@@ -391,9 +391,6 @@ def train(cfg: dict) -> Path:
             last = save_checkpoint(accelerator, cfg, state, meta)
     if bar is not None:
         bar.close()
-    if last is None:  # resumed at (or past) the end: nothing trained in this call
-        found = list_checkpoints(out)
-        last = found[-1] if found else None
     if trackers:
         accelerator.end_training()
     if main and cfg["export"]["at_end"] and last is not None:
