@@ -7,22 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def comfyui_models_dirs(kind: str) -> list[Path]:
-    """Where a ComfyUI install keeps ``models/<kind>``: beside our custom_nodes clone, or $COMFYUI_PATH."""
-    dirs = []
-    if PACKAGE_DIR.parent.name == "custom_nodes":
-        dirs.append(PACKAGE_DIR.parent.parent / "models" / kind)
-    if os.environ.get("COMFYUI_PATH"):
-        dirs.append(Path(os.environ["COMFYUI_PATH"]) / "models" / kind)
-    return dirs
-
 
 def _cmd_pose_image(args) -> int:
     from PIL import Image
@@ -40,6 +25,7 @@ def _cmd_analyze(args) -> int:
     from .dense_face_core.errors import DenseFaceError
     from .dense_face_core.images import read_image
     from .dense_face_core.landmarker import FaceAnalyzer, find_landmarker_model
+    from .dense_face_core.model_folders import comfyui_models_dirs
 
     model = find_landmarker_model(args.landmarker, comfyui_models_dirs("mediapipe"))
     results, failed = [], 0
@@ -133,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands with their own argument parsers: "name": ("module", "one-line help").
 DELEGATED = {
-    "run": ("runner", "run a shipped (API-format) workflow headless, in-process or on a ComfyUI server"),
-    "demo-weights": ("demo_weights", "write the labelled random-weight demo model set (ComfyUI models layout)"),
+    "run": ("headless.runner", "run a shipped (API-format) workflow headless, in-process or on a ComfyUI server"),
+    "demo-weights": ("headless.demo_set", "write the labelled random-weight demo model set (ComfyUI models layout)"),
     "train": ("train.trainer", "train the pose branch, PC-adapter, identity projector and dense head (diffusers + "
                                 "accelerate; also under `accelerate launch`)"),
     "export": ("train.export", "export a training checkpoint to the node pack's weight file"),
-    "eval": ("train.evaluate", "evaluate identities x prompts x seeds: identity similarity, CLIP-T/I, pose error, "
+    "eval": ("evaluation.evaluate", "evaluate identities x prompts x seeds: identity similarity, CLIP-T/I, pose error, "
                                "FID, face detection"),
     "build-dataset": ("train.dataset_builder", "build training shards (crops, landmarks, pose, parsing, depth, "
                                                "embeddings, captions) from photos"),

@@ -30,7 +30,7 @@ def _photos(limit: int) -> list[np.ndarray]:
 
 
 def run(landmarker: str | None, count: int, crop_size: int) -> dict:
-    from ..cli import comfyui_models_dirs
+    from ..dense_face_core.model_folders import comfyui_models_dirs
     from ..dense_face_core.crop import compute_face_crop, warp_to_crop
     from ..dense_face_core.dense_targets import compute_dense_targets
     from ..dense_face_core.face_mask import face_mask

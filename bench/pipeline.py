@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if code is not None:
         return code
 
-    from .. import random_models as rm
-    from ..comfy_host import InProcessComfy
-    from ..demo_weights import export_random_arcface
+    from ..headless import random_sd as rm
+    from ..headless.comfy_host import InProcessComfy
+    from ..dense_face_core.random_weights import export_random_arcface
 
     host = InProcessComfy(args.comfyui)
     import comfy.ldm.modules.attention as attention
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     pack = "bench_random_arcface"
     export_random_arcface(host.workdir / "insightface" / "models" / pack / "arcface.onnx")
     host.add_model_dir("insightface", host.workdir / "insightface")
-    dense_face = core.face_mode.DenseFaceModel(core.weight_file.build_random_weights(
+    dense_face = core.face_mode.DenseFaceModel(core.random_weights.build_random_weights(
         "sd15", id_embedding_model=f"insightface/{pack}"))
     scene = rm.encode(clip, "a detailed, realistic photo of a person wearing a hat on a beach")
     negative = rm.encode(clip, "cartoon, blurry")

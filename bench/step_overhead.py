@@ -32,7 +32,7 @@ def _naive_face_mode(host, face_inputs, dense_face):
     """face_mode, but the pose ControlNet evaluates every row (no cond/uncond sharing)."""
     import importlib
 
-    patches = importlib.import_module(host.pack.__name__ + ".nodes.comfy_patches")
+    patches = importlib.import_module("dense_face.nodes.comfy_patches")
 
     class Naive(torch.nn.Module):
         def __init__(self, branch):
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    from ..comfy_host import InProcessComfy
-    from .. import random_models as rm
+    from ..headless.comfy_host import InProcessComfy
+    from ..headless import random_sd as rm
 
     host = InProcessComfy(args.comfyui)
     import comfy.ldm.modules.attention as attention
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
     model, clip = rm.build_unet(seed=0), rm.build_clip(seed=0)
     core = host.core
-    dense_face = core.face_mode.DenseFaceModel(core.weight_file.build_random_weights("sd15", with_dense_head=False))
+    dense_face = core.face_mode.DenseFaceModel(core.random_weights.build_random_weights("sd15", with_dense_head=False))
     face_id = core.id_embedding.FaceID(torch.randn(512, generator=torch.Generator().manual_seed(0)).numpy(),
                                        dense_face.id_model)
     (pose,) = host.node("DenseFacePoseEuler").draw(15.0, -5.0, 0.0)

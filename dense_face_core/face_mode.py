@@ -74,9 +74,8 @@ class DenseFaceModel:
 
     def pose_branch(self) -> PoseBranch:
         if "pose" not in self._modules:
-            fam = self.family
             with torch.device("meta"):
-                net = PoseBranch(fam.model_channels, fam.channel_mult, fam.num_res_blocks)
+                net = PoseBranch.for_family(self.family)
             net.load_state_dict(self.weights.pose_branch, assign=True, strict=True)
             self._modules["pose"] = net.eval().requires_grad_(False)
         return self._modules["pose"]

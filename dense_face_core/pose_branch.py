@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .families import get_family
+
 HINT_WIDTHS = (16, 16, 32, 32, 96, 96, 256)
 HINT_STRIDES = (1, 1, 2, 1, 2, 1, 2)
 
@@ -102,6 +104,12 @@ class EmbSequential(nn.Sequential):
 
 class PoseBranch(nn.Module):
     """Half a UNet (input blocks + a two-ResBlock middle) with zero convs and a hint encoder."""
+
+    @classmethod
+    def for_family(cls, family, **kwargs) -> "PoseBranch":
+        """The branch at a base family's geometry (a name or a ``BaseFamily``)."""
+        fam = get_family(family)
+        return cls(fam.model_channels, fam.channel_mult, fam.num_res_blocks, **kwargs)
 
     def __init__(
         self,

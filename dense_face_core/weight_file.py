@@ -24,7 +24,7 @@ from torch import Tensor
 from .dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH, DenseHead
 from .errors import DenseFaceInputError, MissingModelError, WeightFileError
 from .io_utils import atomic_path
-from .families import PRODUCT_FAMILIES, BaseFamily, attention_layers, get_family, register_family
+from .families import PRODUCT_FAMILIES, BaseFamily, get_family, register_family
 from .identity import (
     ID_DELTA,
     ID_EMBED_DIM,
@@ -32,7 +32,7 @@ from .identity import (
     PLACEHOLDER_TOKEN,
     IdentityProjector,
 )
-from .pc_adapter import DEFAULT_DELTA, PCAdapterLayer, adapter_shapes
+from .pc_adapter import DEFAULT_DELTA, adapter_shapes
 from .pose import POSE_IMAGE_SPEC
 from .pose_branch import PoseBranch
 
@@ -250,9 +250,7 @@ def _expected(
 ) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         shapes = _meta_state_shapes(
-            PoseBranch(
-                family.model_channels, family.channel_mult, family.num_res_blocks
-            ),
+            PoseBranch.for_family(family),
             "pose_branch.",
         )
         shapes.update(
@@ -500,73 +498,3 @@ def save_weight_file(
     meta = validate(tensors, metadata, source=Path(path).name)
     save_safetensors_atomic(path, tensors, meta.to_dict())
     return meta
-
-
-# ---------------------------------------------------------------- random weights
-def build_random_weights(
-    family: str | BaseFamily = "sd15",
-    seed: int = 0,
-    *,
-    with_dense_head: bool = True,
-    dense_head_width: int = DEFAULT_WIDTH,
-    dense_head_output_size: int = DEFAULT_OUTPUT_SIZE,
-    id_embedding_model: str = "insightface/antelopev2",
-    id_embedding_dim: int = ID_EMBED_DIM,
-    delta: float = DEFAULT_DELTA,
-    id_delta: float = ID_DELTA,
-    dtype: torch.dtype = torch.float32,
-) -> DenseFaceWeights:
-    """A complete, valid, UNTRAINED set (tests and demo files). Zero-initialised layers get small
-    random values instead, so every part has a visible, testable effect."""
-    fam = get_family(family)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        pose = PoseBranch(fam.model_channels, fam.channel_mult, fam.num_res_blocks)
-        for m in pose.modules():
-            if isinstance(m, torch.nn.Conv2d) and not m.weight.any():
-                m.reset_parameters()
-                with torch.no_grad():
-                    m.weight.mul_(0.1)
-        adapter: dict[str, Tensor] = {}
-        for layer in attention_layers(fam):
-            kv_in = fam.context_dim if layer.is_cross else layer.channels
-            sd = PCAdapterLayer(layer.channels, kv_in, id_embedding_dim).state_dict()
-            adapter.update({f"{layer.ldm_path}.{k}": v for k, v in sd.items()})
-        proj = IdentityProjector(fam.context_dim, id_embedding_dim, id_delta)
-        with torch.no_grad():
-            n = proj.norm
-            n.weight.copy_(1 + 0.1 * torch.randn_like(n.weight))
-            n.bias.copy_(0.1 * torch.randn_like(n.bias))
-            n.running_mean.copy_(0.1 * torch.randn_like(n.running_mean))
-            n.running_var.copy_(1 + 0.1 * torch.rand_like(n.running_var))
-        head = (
-            DenseHead.for_family(
-                fam, width=dense_head_width, output_size=dense_head_output_size
-            )
-            if with_dense_head
-            else None
-        )
-
-    def cast(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-
-    parts = REQUIRED_PARTS + (("dense_head",) if with_dense_head else ())
-    meta = WeightMetadata.for_family(
-        fam,
-        id_embedding_model,
-        id_embedding_dim=id_embedding_dim,
-        delta=delta,
-        id_delta=id_delta,
-        parts=parts,
-        dense_head_width=dense_head_width if with_dense_head else None,
-        dense_head_output_size=dense_head_output_size if with_dense_head else None,
-        extra={"source": f"build_random_weights(seed={seed}): random, untrained"},
-    )
-    return DenseFaceWeights(
-        metadata=meta,
-        family=fam,
-        pose_branch=cast(pose.state_dict()),
-        pc_adapter=cast(adapter),
-        id_projector=cast(proj.state_dict()),
-        dense_head=cast(head.state_dict()) if head is not None else None,
-    )

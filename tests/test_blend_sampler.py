@@ -46,12 +46,12 @@ def _fast_cpu():
 @pytest.fixture(scope="module")
 def mod(comfy):
     """The node module as ComfyUI loaded it (registered by nodes/__init__.py, or imported directly)."""
-    return importlib.import_module(comfy.pack.__name__ + ".nodes.blend_sampler")
+    return importlib.import_module("dense_face.nodes.blend_sampler")
 
 
 @pytest.fixture(scope="module")
 def LB(comfy):
-    return importlib.import_module(comfy.pack.__name__ + ".dense_face_core.latent_blend")
+    return importlib.import_module("dense_face.dense_face_core.latent_blend")
 
 
 @pytest.fixture(scope="module")

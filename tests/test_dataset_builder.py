@@ -49,7 +49,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 def export_tiny_arcface(path):
     """A stand-in with ArcFace's interface (1x3x112x112 -> 512): real weights are not downloadable here."""
-    from dense_face.demo_weights import export_random_arcface
+    from dense_face.dense_face_core.random_weights import export_random_arcface
 
     return export_random_arcface(path)
 

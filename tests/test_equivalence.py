@@ -21,23 +21,16 @@ TIMESTEP = 500
 PROMPT = "a close-up photo of * ."
 
 
-def _my_core():
-    import dense_face.dense_face_core as core
-    import dense_face.dense_face_core.families  # noqa: F401 (makes core.families an attribute for tiny_family)
-
-    return core
-
-
 @pytest.fixture(scope="module")
 def setup(comfy, tmp_path_factory):
-    from dense_face.dense_face_core.weight_file import build_random_weights, load_weight_file, save_weight_file
+    from dense_face.dense_face_core.random_weights import build_random_weights
+    from dense_face.dense_face_core.weight_file import load_weight_file, save_weight_file
     from dense_face.train.base_models import build_tiny_random, tiny_base_config
     from dense_face.train.model import DenseFaceNet
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: extra threads only fight over shared cores
-    fam = tm.tiny_family(_my_core())
-    tm.tiny_family(comfy.core)  # ComfyUI loads the pack as a second module copy: register there too
+    fam = tm.tiny_family()
     # ComfyUI's SD15 class builds 8 heads for any unet config (its unet_extra_config): match it
     base = build_tiny_random(tiny_base_config("tiny", seed=3, unet={"attention_head_dim": 8}))
     weights = build_random_weights(fam, seed=1, dense_head_width=32)

@@ -30,13 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _metrics():
-    from dense_face.train import metrics
+    from dense_face.evaluation import metrics
 
     return metrics
 
 
 def _evaluate():
-    from dense_face.train import evaluate
+    from dense_face.evaluation import evaluate
 
     return evaluate
 
@@ -55,7 +55,7 @@ def _img(celebs: Path, name: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def arcface_standin(tmp_path_factory) -> Path:
     """A RANDOM ArcFace-shaped ONNX (112x112 -> 512) in an insightface pack folder."""
-    from dense_face.demo_weights import export_random_arcface
+    from dense_face.dense_face_core.random_weights import export_random_arcface
 
     return export_random_arcface(tmp_path_factory.mktemp("arc") / "standin_pack" / "arcface_RANDOM.onnx")
 
@@ -323,7 +323,7 @@ def test_eval_server_mode_plumbing(celebs, analyzer, arcface_standin, landmarker
     """--comfy-url: the workflow goes to runner.run_on_server with the overrides and the uploads; here a
     stand-in for the server 'renders' real photos (base image = one photo, result = another), so the
     personalisation workflow's target pose is taken from the saved base image."""
-    from dense_face import runner
+    from dense_face.headless import runner
 
     E, M = _evaluate(), _metrics()
     calls = []
@@ -371,7 +371,7 @@ def test_eval_end_to_end_demo(celebs, landmarker_path, tiny_clip, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, DENSE_FACE_LANDMARKER=str(landmarker_path), HOME=str(tmp_path),
                XDG_CACHE_HOME=str(tmp_path / "cache"), MPLCONFIGDIR=str(tmp_path / "mpl"))
-    cmd = [sys.executable, "-m", "dense_face.train.evaluate", "--identities", str(ids), "--prompts", str(prompts),
+    cmd = [sys.executable, "-m", "dense_face.evaluation.evaluate", "--identities", str(ids), "--prompts", str(prompts),
            "--seeds", "0", "--steps", "2", "--demo", "on", "--clip", str(tiny_clip), "--out", str(out)]
     try:
         _run_end_to_end(cmd, env, out)

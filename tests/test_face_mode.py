@@ -5,7 +5,6 @@ Dense-Face weights are random too, made for the tiny geometry with the core's ow
 """
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ STEPS = 3
 @pytest.fixture(scope="module")
 def env(comfy, tmp_path_factory):
     core = comfy.core
-    fam = tm.tiny_family(core)
+    fam = tm.tiny_family()
     workdir = tmp_path_factory.mktemp("face_mode")
-    weights = core.weight_file.build_random_weights(fam, seed=1, dense_head_width=32)
+    weights = core.random_weights.build_random_weights(fam, seed=1, dense_head_width=32)
     path = comfy.models_dir / "dense_face" / "tiny_dense_face.safetensors"
     core.weight_file.save_weight_file(path, weights.tensors(), weights.metadata)
     model, clip = tm.tiny_model(seed=0), tm.tiny_clip(workdir, seed=0)
@@ -273,7 +272,7 @@ def tiny_stock_controlnet(comfy):
 def test_pose_dedup_is_exact(comfy, env):
     from importlib import import_module
 
-    patches = import_module(comfy.pack.__name__ + ".nodes.comfy_patches")
+    patches = import_module("dense_face.nodes.comfy_patches")
     branch = env["dense_face"].pose_branch()
     wrapper = patches.PoseControlModel(branch)
     torch.manual_seed(1)
@@ -302,7 +301,7 @@ def test_pose_dedup_is_exact(comfy, env):
 
 def test_wrong_family_and_bad_files(comfy, env, tmp_path):
     core = env["core"]
-    sd15 = core.weight_file.build_random_weights("sd15", with_dense_head=False)
+    sd15 = core.random_weights.build_random_weights("sd15", with_dense_head=False)
     path = comfy.models_dir / "dense_face" / "sd15_weights.safetensors"
     core.weight_file.save_weight_file(path, sd15.tensors(), sd15.metadata)
     loader = comfy.node("DenseFaceLoader")

@@ -115,7 +115,7 @@ def test_annotation_targets_node(comfy, landmarker_path, photos):
 
 
 def test_id_encoder_and_embedding_nodes(comfy, landmarker_path, photos, shared_dir):
-    from dense_face.demo_weights import export_random_arcface
+    from dense_face.dense_face_core.random_weights import export_random_arcface
 
     export_random_arcface(comfy.models_dir / "insightface" / "models" / "nodetest_RANDOM" / "arcface.onnx")
     node = comfy.node("DenseFaceIDEncoder")

@@ -18,7 +18,7 @@ ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.025
 
 def export_tiny_arcface(path):
     """A stand-in with ArcFace's interface (1x3x112x112 -> 512): real weights are not downloadable here."""
-    from dense_face.demo_weights import export_random_arcface
+    from dense_face.dense_face_core.random_weights import export_random_arcface
 
     return export_random_arcface(path)
 

@@ -167,7 +167,7 @@ def test_kill_and_resume_continues_exactly(runs):
 def test_export_loads_in_comfyui(runs, comfy):
     from dense_face.train.export import main as export_main
 
-    tm.tiny_family(comfy.core)
+    tm.tiny_family()
     out = comfy.models_dir / "dense_face" / "trained_tiny.safetensors"
     assert export_main(["--checkpoint", str(runs["full"]), "--out", str(out), "--dtype", "float16"]) == 0
     model = tm.tiny_model(seed=0)
@@ -182,14 +182,12 @@ def test_export_loads_in_comfyui(runs, comfy):
 # ---------------------------------------------------------------- in-process checks (no launcher)
 @pytest.fixture(scope="module")
 def tiny_net():
-    import dense_face.dense_face_core as core
-    import dense_face.dense_face_core.families  # noqa: F401 (makes core.families an attribute for tiny_family)
     from dense_face.train.base_models import build_tiny_random, tiny_base_config
     from dense_face.train.model import DenseFaceNet
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: extra threads only fight over shared cores (30x slower seen)
-    fam = tm.tiny_family(core)
+    fam = tm.tiny_family()
     base = build_tiny_random(tiny_base_config("tiny", seed=1, unet={"attention_head_dim": 8}))
     torch.manual_seed(0)
     net = DenseFaceNet(fam, head_width=32)

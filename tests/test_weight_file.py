@@ -9,6 +9,7 @@ from pathlib import Path
 import official_layout
 import pytest
 import torch
+from dense_face.dense_face_core import random_weights as RW
 from dense_face.dense_face_core import weight_file as wf
 from dense_face.dense_face_core.errors import WeightFileError
 from dense_face.dense_face_core.families import BaseFamily, register_family
@@ -54,7 +55,7 @@ METADATA_KEYS = {
 
 @pytest.fixture(scope="module")
 def tiny() -> wf.DenseFaceWeights:
-    return wf.build_random_weights(TINY15, seed=3, dense_head_width=16)
+    return RW.build_random_weights(TINY15, seed=3, dense_head_width=16)
 
 
 @pytest.fixture()
@@ -109,7 +110,7 @@ def test_round_trip_bit_exact_and_metadata(tiny, tiny_file, tmp_path):
 
 
 def test_without_dense_head_is_recorded(tmp_path):
-    w = wf.build_random_weights(TINY15, seed=1, with_dense_head=False)
+    w = RW.build_random_weights(TINY15, seed=1, with_dense_head=False)
     p = tmp_path / "nohead.safetensors"
     wf.save_weight_file(p, w.tensors(), w.metadata)
     loaded = wf.load_weight_file(p)
@@ -122,9 +123,9 @@ def test_without_dense_head_is_recorded(tmp_path):
 
 
 def test_random_weights_deterministic_and_nontrivial(tiny):
-    again = wf.build_random_weights(TINY15, seed=3, dense_head_width=16)
+    again = RW.build_random_weights(TINY15, seed=3, dense_head_width=16)
     _assert_same(again.tensors(), tiny.tensors())
-    other = wf.build_random_weights(TINY15, seed=4, dense_head_width=16)
+    other = RW.build_random_weights(TINY15, seed=4, dense_head_width=16)
     assert not torch.equal(
         other.pose_branch["zero_convs.0.0.weight"],
         tiny.pose_branch["zero_convs.0.0.weight"],
@@ -138,7 +139,7 @@ def test_random_weights_deterministic_and_nontrivial(tiny):
         assert tiny.pose_branch[k].abs().sum() > 0, k
     assert all(v.abs().sum() > 0 for v in tiny.pc_adapter.values())
     assert tiny.metadata.extra["source"].startswith("build_random_weights")
-    half = wf.build_random_weights(
+    half = RW.build_random_weights(
         TINY15, seed=3, with_dense_head=False, dtype=torch.float16
     )
     assert half.pose_branch["time_embed.0.weight"].dtype == torch.float16
@@ -176,7 +177,7 @@ def test_wrong_family_names_both():
 
 
 def test_wrong_family_file(tmp_path):
-    w = wf.build_random_weights(TINY21, seed=0, with_dense_head=False)
+    w = RW.build_random_weights(TINY21, seed=0, with_dense_head=False)
     p = tmp_path / "sd21ish.safetensors"
     wf.save_weight_file(p, w.tensors(), w.metadata)
     with pytest.raises(
@@ -433,7 +434,7 @@ def test_convert_missing_adapter_tensors_listed(authors_sd):
 
 def test_convert_safetensors_export_of_tiny_state_dict(tmp_path):
     """A .safetensors export of the state dict is accepted too (tiny geometry keeps it cheap)."""
-    w = wf.build_random_weights(TINY15, seed=7, with_dense_head=False)
+    w = RW.build_random_weights(TINY15, seed=7, with_dense_head=False)
     sd = {}
     for k, v in w.pc_adapter.items():
         sd[f"model.diffusion_model.{k}"] = v

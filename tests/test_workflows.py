@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from dense_face.workflow_format import (api_to_ui, canonical_api, check_workflow, object_info_from_classes,
+from dense_face.headless.workflow_format import (api_to_ui, canonical_api, check_workflow, object_info_from_classes,
                                         ui_to_api, widget_layout, WorkflowFormatError)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

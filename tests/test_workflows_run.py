@@ -21,7 +21,7 @@ TINY_ID_MODEL = "insightface/tiny_test_RANDOM"
 
 
 def _runner():
-    from dense_face import runner
+    from dense_face.headless import runner
 
     return runner
 
@@ -30,7 +30,7 @@ def _runner():
 def server(comfy, landmarker_path, tmp_path_factory):
     """A ComfyUI server with our pack, the test pack (tiny model detection) and tiny model files."""
     from comfy_harness import ComfyServer
-    from dense_face import demo_weights, random_models
+    from dense_face.headless import demo_set as demo_weights, random_sd as random_models
 
     work = tmp_path_factory.mktemp("server")
     clip_cfg = work / "tiny_clip.json"
@@ -43,8 +43,8 @@ def server(comfy, landmarker_path, tmp_path_factory):
         models = srv.root / "models"
         sd = demo_weights.checkpoint_state_dict(tm.tiny_model(seed=0), clip, random_models.build_vae(seed=0))
         comfy.core.weight_file.save_safetensors_atomic(models / "checkpoints" / "tiny_sd15.safetensors", sd, {})
-        fam = tm.tiny_family(comfy.core)
-        w = comfy.core.weight_file.build_random_weights(fam, seed=1, dense_head_width=32,
+        fam = tm.tiny_family()
+        w = comfy.core.random_weights.build_random_weights(fam, seed=1, dense_head_width=32,
                                                         id_embedding_model=TINY_ID_MODEL)
         comfy.core.weight_file.save_weight_file(models / "dense_face" / "tiny_dense_face.safetensors",
                                                 w.tensors(), w.metadata)

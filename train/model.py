@@ -87,7 +87,7 @@ class DenseFaceNet(nn.Module):
         self.id_dim = int(id_dim)
         self.placeholder_token, self.init_word = placeholder_token, init_word
         self.head_width, self.head_size = int(head_width), int(head_size)
-        self.pose_branch = PoseBranch(fam.model_channels, fam.channel_mult, fam.num_res_blocks)
+        self.pose_branch = PoseBranch.for_family(fam)
         self.pc_adapter = nn.ModuleDict({
             module_key(layer.diffusers_path): PCAdapterLayer(
                 layer.channels, fam.context_dim if layer.is_cross else layer.channels, id_dim)

@@ -3,10 +3,9 @@
 ComfyUI's checkpoint loader detects a model by its exact geometry, so a tiny SD1.5-layout
 checkpoint is registered here as a supported model (first in the list), with the tiny CLIP
 config from $DENSE_FACE_TEST_TINY_CLIP; the Dense-Face family "tiny" is registered in the
-Dense-Face pack loaded by the same server. Never shipped: tests link it into custom_nodes.
+Dense-Face pack (dense_face) loaded by the same server. Never shipped: tests link it into custom_nodes.
 """
 import os
-import sys
 
 import comfy.sd1_clip
 import comfy.supported_models
@@ -29,11 +28,7 @@ class TinySD15(comfy.supported_models.SD15):
 
 comfy.supported_models.models.insert(0, TinySD15)
 
-for _module in list(sys.modules.values()):
-    _fam = getattr(_module, "families", None)
-    if getattr(_module, "__name__", "").endswith("dense_face_core") and _fam is not None:
-        try:
-            _fam.get_family("tiny")
-        except Exception:
-            _fam.register_family(_fam.BaseFamily("tiny", context_dim=32, model_channels=32,
-                                                 channel_mult=(1, 2, 2, 2), num_heads=4))
+# The Dense-Face pack (loaded before this one) is one module object, dense_face, in the server too.
+from dense_face.dense_face_core.random_weights import tiny_family  # noqa: E402
+
+tiny_family()

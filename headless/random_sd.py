@@ -1,47 +1,14 @@
-"""Stable Diffusion models with random weights, built inside a ComfyUI (import after ComfyUI).
+"""ComfyUI's own Stable Diffusion classes with random weights (import after ComfyUI).
 
-Real SD weights are not always at hand (CI, a laptop without downloads), yet the whole
-graph must run and its speed must be measurable. These builders make ComfyUI's own model
-classes at the real SD1.5 geometry (or a tiny one for tests) and fill them with
-fan-in-scaled random values. Nothing here produces a meaningful image.
+The geometry, configs and fill rule come from ``dense_face_core.random_weights``; this
+module only instantiates ComfyUI's classes (UNet, CLIP, VAE, stock ControlNet) with them,
+at the real SD1.5 geometry or a tiny one. Nothing here produces a meaningful image.
 """
 from __future__ import annotations
 
 import torch
 
-SD15_CONTEXT = 768
-
-
-def unet_config(model_channels: int = 320, channel_mult=(1, 2, 4, 4), context_dim: int = SD15_CONTEXT,
-                num_heads: int = 8) -> dict:
-    """An SD1.5-layout UNet config as ComfyUI's UNetModel takes it (attention at the top three levels)."""
-    levels, nrb = len(channel_mult), 2
-    attn = [1] * (levels - 1) + [0]
-    return {
-        "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": model_channels,
-        "num_res_blocks": [nrb] * levels, "channel_mult": list(channel_mult),
-        "transformer_depth": [d for d in attn for _ in range(nrb)],
-        # ComfyUI pops this list from the end while building output blocks 0, 1, 2, ...
-        "transformer_depth_output": [d for d in attn for _ in range(nrb + 1)],
-        "transformer_depth_middle": 1, "context_dim": context_dim, "num_heads": num_heads,
-        "num_head_channels": -1, "use_linear_in_transformer": False, "adm_in_channels": None,
-        "use_temporal_attention": False, "use_temporal_resblock": False, "use_checkpoint": False,
-        "use_spatial_transformer": True, "legacy": False, "dtype": torch.float32,
-    }
-
-
-def fill_random_(module: torch.nn.Module, seed: int, scale: float = 1.0) -> None:
-    """comfy.ops layers are created uninitialised: fan-in-scaled normals for weights, near-1 norms."""
-    torch.set_flush_denormal(True)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * (scale / p[0].numel() ** 0.5))
-            elif name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+from ..dense_face_core.random_weights import fill_random_, ldm_unet_config
 
 
 def build_unet(config: dict | None = None, seed: int = 0):
@@ -51,7 +18,7 @@ def build_unet(config: dict | None = None, seed: int = 0):
     import comfy.supported_models
 
     with torch.no_grad():
-        model = comfy.supported_models.SD15(config or unet_config()).get_model({}, "")
+        model = comfy.supported_models.SD15(config or ldm_unet_config("sd15")).get_model({}, "")
         fill_random_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
                                             offload_device=torch.device("cpu"))
@@ -99,7 +66,7 @@ def build_stock_controlnet(config: dict | None = None, seed: int = 0, attention:
     import comfy.controlnet
     import comfy.ops
 
-    cfg = dict(config or unet_config())
+    cfg = dict(config or ldm_unet_config("sd15"))
     for key in ("out_channels", "transformer_depth_output", "use_temporal_attention", "use_temporal_resblock",
                 "legacy"):
         cfg.pop(key, None)

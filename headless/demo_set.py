@@ -18,32 +18,14 @@ from pathlib import Path
 
 import torch
 
-DEMO_CHECKPOINT = "dense_face_demo_sd15_RANDOM_WEIGHTS.safetensors"
-DEMO_DENSE_FACE = "dense_face_demo_RANDOM_WEIGHTS.safetensors"
-DEMO_ID_PACK = "dense_face_demo_RANDOM_WEIGHTS"
-DEMO_ID_MODEL = f"insightface/{DEMO_ID_PACK}"
-DEMO_NOTE = ("RANDOM WEIGHTS - a demo model made by `dense-face demo-weights`; it is not trained and "
-             "its images are not faces or likenesses")
+from ..dense_face_core.random_weights import (DEMO_CHECKPOINT, DEMO_DENSE_FACE, DEMO_ID_MODEL, DEMO_ID_PACK,
+                                             DEMO_NOTE, RANDOM_ARCFACE_FILE, build_random_weights,
+                                             export_random_arcface)
+from ..dense_face_core.weight_file import save_safetensors_atomic, save_weight_file
+
 MARKER = "dense_face_demo.json"
-
-
-def export_random_arcface(path: Path, seed: int = 0) -> Path:
-    """A small network with ArcFace's interface (1x3x112x112 -> 512) exported to ONNX."""
-    gen = torch.Generator().manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.PReLU(16),
-                              torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.PReLU(32),
-                              torch.nn.AdaptiveAvgPool2d(7), torch.nn.Flatten(), torch.nn.Linear(32 * 49, 512))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.onnx")
-    kwargs = {"dynamo": False} if "dynamo" in torch.onnx.export.__code__.co_varnames else {}
-    torch.onnx.export(net.eval(), torch.zeros(1, 3, 112, 112), str(tmp), input_names=["data"],
-                      output_names=["fc1"], dynamic_axes={"data": {0: "batch"}}, **kwargs)
-    tmp.replace(path)
-    return path
+__all__ = ["DEMO_CHECKPOINT", "DEMO_DENSE_FACE", "DEMO_ID_MODEL", "DEMO_ID_PACK", "DEMO_NOTE", "MARKER",
+           "checkpoint_state_dict", "write_demo_models", "main"]
 
 
 def checkpoint_state_dict(model, clip, vae, dtype=torch.float16) -> dict[str, torch.Tensor]:
@@ -65,29 +47,28 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, host=None, log=prin
     paths = {
         "checkpoints": models_dir / "checkpoints" / DEMO_CHECKPOINT,
         "dense_face": models_dir / "dense_face" / DEMO_DENSE_FACE,
-        "insightface": models_dir / "insightface" / "models" / DEMO_ID_PACK / "arcface_RANDOM_WEIGHTS.onnx",
+        "insightface": models_dir / "insightface" / "models" / DEMO_ID_PACK / RANDOM_ARCFACE_FILE,
     }
     if all(p.is_file() for p in paths.values()):
         log(f"demo models: reusing the random-weight set in {models_dir}")
         return paths
+    from . import random_sd as rm
     from .comfy_host import InProcessComfy
-    from . import random_models as rm
 
     host = host or InProcessComfy()
-    core = host.core
     if not paths["insightface"].is_file():
         export_random_arcface(paths["insightface"], seed)
     if not paths["dense_face"].is_file():
-        w = core.weight_file.build_random_weights("sd15", seed=seed, id_embedding_model=DEMO_ID_MODEL)
+        w = build_random_weights("sd15", seed=seed, id_embedding_model=DEMO_ID_MODEL)
         meta = w.metadata.to_dict()
         meta["source"] = DEMO_NOTE
-        core.weight_file.save_weight_file(paths["dense_face"], w.tensors(), meta)
+        save_weight_file(paths["dense_face"], w.tensors(), meta)
     if not paths["checkpoints"].is_file():
         log("demo models: building a full-size SD1.5-shaped checkpoint with random weights (about 2 GB) ...")
         model, clip, vae = rm.build_unet(seed=seed), rm.build_clip(seed=seed), rm.build_vae(seed=seed)
         sd = checkpoint_state_dict(model, clip, vae)
         del model, clip, vae
-        core.weight_file.save_safetensors_atomic(paths["checkpoints"], sd, {"dense_face_demo": DEMO_NOTE})
+        save_safetensors_atomic(paths["checkpoints"], sd, {"dense_face_demo": DEMO_NOTE})
     (models_dir / MARKER).write_text(json.dumps({"note": DEMO_NOTE, "files": {k: str(v) for k, v in paths.items()}},
                                                 indent=1))
     for kind, p in paths.items():

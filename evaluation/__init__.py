@@ -1,0 +1,1 @@
+"""The paper's evaluation protocol (``dense-face eval``) over the headless runner, and its metrics."""
