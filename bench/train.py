@@ -76,7 +76,7 @@ def time_dense_overhead(cfg: dict, repeats: int, warmup: int) -> tuple[float, fl
     from dense_face.train.base_models import load_base
     from dense_face.train.data_prep import SyntheticPairs
     from dense_face.train.model import build_net
-    from dense_face.train.trainer import MicroStep, step_generator
+    from dense_face.train.micro_step import MicroStep, step_generator
 
     torch.set_flush_denormal(True)
     base = load_base(cfg["base"])

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .dense_prediction import DensePrediction
 from .dense_targets import DenseTargets, as_landmarks, parsing_to_color
 from .errors import DenseFaceInputError
 from .images import to_rgb_uint8
@@ -170,3 +171,18 @@ __all__ = [
     "parsing_image",
     "tile_images",
 ]
+
+
+def render_prediction(pred: DensePrediction, num_classes: int, canvases: Sequence | None = None):
+    """Per image of a decoded dense-head prediction: depth and parsing pictures, one float mask per
+    class, and the landmarks drawn on the matching canvas (the last canvas is reused; white without)."""
+    size = pred.parsing.shape[-1]
+    depths, parsings, masks, drawn = [], [], [], []
+    for b in range(pred.parsing.shape[0]):
+        depths.append(depth_image(pred.depth[b], pred.face_mask[b]))
+        parsings.append(parsing_image(pred.parsing[b]))
+        masks.extend((pred.parsing[b] == c).astype(np.float32) for c in range(num_classes))
+        canvas = canvases[min(b, len(canvases) - 1)] if canvases else np.full((size, size, 3), 255, np.uint8)
+        points = np.concatenate([pred.landmarks[b], np.zeros((pred.landmarks.shape[1], 1), np.float32)], axis=1)
+        drawn.append(draw_landmarks(canvas, points))
+    return depths, parsings, masks, drawn

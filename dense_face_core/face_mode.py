@@ -53,7 +53,7 @@ def check_family(weights: DenseFaceWeights, context_dim: int, model_family: Base
             f"{model_family.name} (text context {model_family.context_dim}); load weights trained for this model")
 
 
-@dataclass
+@dataclass(eq=False)  # one loaded file is one object: identity equality, usable as a weak key
 class DenseFaceModel:
     """A loaded weight file with its runtime modules built on first use (CPU, eval mode)."""
 
@@ -83,7 +83,7 @@ class DenseFaceModel:
     def id_projector(self) -> IdentityProjector:
         if "id" not in self._modules:
             meta = self.weights.metadata
-            net = IdentityProjector(self.family.context_dim, int(meta.id_embedding_dim), float(meta.id_delta))
+            net = IdentityProjector.for_family(self.family, int(meta.id_embedding_dim), float(meta.id_delta))
             net.load_state_dict(self.weights.id_projector, strict=True)
             self._modules["id"] = net.eval().requires_grad_(False)
         return self._modules["id"]

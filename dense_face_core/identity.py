@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import DenseFaceInputError
+from .families import get_family
 
 ID_EMBED_DIM = 512
 ID_DELTA = 0.01
@@ -29,6 +30,11 @@ class IdentityProjector(nn.Module):
         self.projector = nn.Linear(id_dim, context_dim, bias=False)
         self.norm = nn.BatchNorm1d(context_dim)
         self.id_delta = id_delta
+
+    @classmethod
+    def for_family(cls, family, id_dim: int = ID_EMBED_DIM, id_delta: float = ID_DELTA) -> IdentityProjector:
+        """The projector into a base family's text context."""
+        return cls(get_family(family).context_dim, id_dim, id_delta)
 
     def forward(self, f: Tensor) -> Tensor:
         if f.ndim != 2 or f.shape[1] != self.projector.in_features:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .errors import DenseFaceInputError, MissingModelError, WeightFileError
 from .families import BaseFamily, get_family, known_families
+from .id_embedding import IR_SE50
 from .weight_file import (
     INIT_EMBEDDING_KEY,
     INIT_EMBEDDING_PART,
@@ -31,7 +32,8 @@ from .weight_file import (
     save_weight_file,
 )
 
-ID_NETWORK_NAME = "ir_se50"
+ID_NETWORK_NAME = IR_SE50
+ID_NETWORK_SUFFIX = f".{ID_NETWORK_NAME}.safetensors"  # beside the converted weights
 ID_NETWORK_PREFIX = "id_loss_func.facenet."
 PROJECTOR_KEY = "embedding_manager.projector.weight"
 INIT_EMBEDDING_PREFIX = "embedding_manager.string_to_param_dict."
@@ -55,7 +57,7 @@ def official_name(key: str) -> str:
 
 def id_network_path(out_path: str | os.PathLike) -> Path:
     out = Path(out_path)
-    return out.with_name(f"{out.stem}.{ID_NETWORK_NAME}.safetensors")
+    return out.with_name(out.stem + ID_NETWORK_SUFFIX)
 
 
 def _refused_message(name: str, err: Exception) -> str:

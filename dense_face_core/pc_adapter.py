@@ -41,6 +41,11 @@ def adapter_key(path: str, part: str) -> str:
     return f"{path}.{part}.weight"
 
 
+def kv_width(family: str | BaseFamily, layer) -> int:
+    """Input width of an attention layer's k/v: the text context for cross-attention, its own width otherwise."""
+    return get_family(family).context_dim if layer.is_cross else layer.channels
+
+
 def adapter_shapes(
     family: str | BaseFamily, id_dim: int = ID_FEATURE_DIM
 ) -> dict[str, tuple[int, ...]]:
@@ -49,7 +54,7 @@ def adapter_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in attention_layers(fam):
         c = layer.channels
-        kv_in = fam.context_dim if layer.is_cross else c
+        kv_in = kv_width(fam, layer)
         shapes[adapter_key(layer.ldm_path, "per_q")] = (c, c)
         shapes[adapter_key(layer.ldm_path, "per_k")] = (c, kv_in)
         shapes[adapter_key(layer.ldm_path, "per_v")] = (c, kv_in)
@@ -153,6 +158,11 @@ class PCAdapterLayer(nn.Module):
         self.per_k = nn.Linear(kv_in, channels, bias=False)
         self.per_v = nn.Linear(kv_in, channels, bias=False)
         self.feat_to_q = nn.Linear(id_dim, channels, bias=False)
+
+    @classmethod
+    def for_layer(cls, family: str | BaseFamily, layer, id_dim: int = ID_FEATURE_DIM) -> PCAdapterLayer:
+        """The adapter of one ``families.AttentionLayer`` of ``family``."""
+        return cls(layer.channels, kv_width(family, layer), id_dim)
 
     def weights(self) -> AdapterWeights:
         return AdapterWeights(

@@ -18,18 +18,22 @@ from .errors import DenseFaceInputError
 POSE_IMAGE_SIZE = 256
 POSE_AXIS_LENGTH = 100
 POSE_LINE_THICKNESS = 4
+POSE_IMAGE_MIN_SIZE, POSE_IMAGE_MAX_SIZE = 32, 4096
+# Any angle is a rotation (beyond +-180 it wraps); one bound keeps widgets, command line and core in step.
+ANGLE_LIMIT = 1.0e6
 POSE_IMAGE_SPEC = "authors-draw_axis-v1: white 256x256, yaw negated, X/Y 100px, Z 200px, thickness 4, RGB"
 
 _AXIS_COLOURS_RGB = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
 
 
 def check_angles(yaw: float, pitch: float, roll: float) -> tuple[float, float, float]:
-    """Reject NaN/inf; angles beyond +-90 deg are valid rotations and are kept as given."""
+    """Reject NaN/inf and values beyond +-ANGLE_LIMIT; any other angle is a valid rotation, kept as given."""
     out = []
     for name, value in (("yaw", yaw), ("pitch", pitch), ("roll", roll)):
         value = float(value)
-        if not math.isfinite(value):
-            raise DenseFaceInputError(f"{name} must be a finite number of degrees, got {value!r}")
+        if not math.isfinite(value) or abs(value) > ANGLE_LIMIT:
+            raise DenseFaceInputError(f"{name} must be a finite number of degrees within +-{ANGLE_LIMIT:g}, "
+                                      f"got {value!r}")
         out.append(value)
     return out[0], out[1], out[2]
 
@@ -58,8 +62,9 @@ def draw_pose_image(yaw: float, pitch: float, roll: float, size: int = POSE_IMAG
     import cv2
 
     size = int(size)
-    if size < 32 or size > 4096:
-        raise DenseFaceInputError(f"pose image size must be between 32 and 4096 pixels, got {size}")
+    if size < POSE_IMAGE_MIN_SIZE or size > POSE_IMAGE_MAX_SIZE:
+        raise DenseFaceInputError(f"pose image size must be between {POSE_IMAGE_MIN_SIZE} and "
+                                  f"{POSE_IMAGE_MAX_SIZE} pixels, got {size}")
     img = np.full((size, size, 3), 255, np.uint8)
     start = (int((size - 1) / 2.0), int((size - 1) / 2.0))
     thickness = max(1, int(round(POSE_LINE_THICKNESS * size / POSE_IMAGE_SIZE)))

@@ -130,10 +130,9 @@ def build_random_weights(
                     m.weight.mul_(0.1)
         adapter: dict[str, Tensor] = {}
         for layer in attention_layers(fam):
-            kv_in = fam.context_dim if layer.is_cross else layer.channels
-            sd = PCAdapterLayer(layer.channels, kv_in, id_embedding_dim).state_dict()
+            sd = PCAdapterLayer.for_layer(fam, layer, id_embedding_dim).state_dict()
             adapter.update({f"{layer.ldm_path}.{k}": v for k, v in sd.items()})
-        proj = IdentityProjector(fam.context_dim, id_embedding_dim, id_delta)
+        proj = IdentityProjector.for_family(fam, id_embedding_dim, id_delta)
         with torch.no_grad():
             n = proj.norm
             n.weight.copy_(1 + 0.1 * torch.randn_like(n.weight))

@@ -255,7 +255,7 @@ def _expected(
         )
         shapes.update(
             _meta_state_shapes(
-                IdentityProjector(family.context_dim, id_dim), "id_projector."
+                IdentityProjector.for_family(family, id_dim), "id_projector."
             )
         )
         if head is not None:
@@ -307,6 +307,32 @@ def validate(
         if isinstance(metadata, WeightMetadata)
         else WeightMetadata.from_dict(metadata, source)
     )
+    fam = _family_of(meta, source)
+    _check_base_model(fam, source, expected_family, expected_context_dim)
+    if meta.pose_image_spec != POSE_IMAGE_SPEC:
+        raise WeightFileError(
+            f"{source} was trained with pose images '{meta.pose_image_spec}', but this node pack draws "
+            f"'{POSE_IMAGE_SPEC}'"
+        )
+    unknown_parts = set(meta.parts) - set(PART_PREFIXES) - {INIT_EMBEDDING_PART}
+    missing_parts = set(REQUIRED_PARTS) - set(meta.parts)
+    if unknown_parts or missing_parts:
+        raise WeightFileError(
+            f"{source}: metadata parts {','.join(meta.parts)!r} is invalid "
+            f"(missing {sorted(missing_parts)}, unknown {sorted(unknown_parts)})"
+        )
+    _check_tensors(tensors, expected_shapes(meta), source)
+    return meta
+
+
+def _family_of(meta: WeightMetadata, source: str) -> BaseFamily:
+    """The registered family the metadata names, its geometry checked; a custom geometry only on request."""
+    geometry = {
+        "context_dim": str(meta.context_dim),
+        "model_channels": str(meta.model_channels),
+        "channel_mult": ",".join(str(m) for m in meta.channel_mult),
+        "num_res_blocks": str(meta.num_res_blocks),
+    }
     try:
         fam = get_family(meta.base_family)
     except DenseFaceInputError:
@@ -325,16 +351,14 @@ def validate(
                 num_res_blocks=int(meta.num_res_blocks),
             )
         )
-    geometry = {
-        "context_dim": str(meta.context_dim),
-        "model_channels": str(meta.model_channels),
-        "channel_mult": ",".join(str(m) for m in meta.channel_mult),
-        "num_res_blocks": str(meta.num_res_blocks),
-    }
     if geometry != fam.geometry():
         raise WeightFileError(
             f"{source}: metadata geometry {geometry} does not match base family {fam.name} {fam.geometry()}"
         )
+    return fam
+
+
+def _check_base_model(fam: BaseFamily, source: str, expected_family, expected_context_dim) -> None:
     if expected_family is not None:
         exp = get_family(expected_family)
         if exp.name != fam.name or exp.context_dim != fam.context_dim:
@@ -347,19 +371,9 @@ def validate(
             f"{source} is for base model {fam.name} (text context {fam.context_dim}) but the model in use "
             f"has text context {expected_context_dim}"
         )
-    if meta.pose_image_spec != POSE_IMAGE_SPEC:
-        raise WeightFileError(
-            f"{source} was trained with pose images '{meta.pose_image_spec}', but this node pack draws "
-            f"'{POSE_IMAGE_SPEC}'"
-        )
-    unknown_parts = set(meta.parts) - set(PART_PREFIXES) - {INIT_EMBEDDING_PART}
-    missing_parts = set(REQUIRED_PARTS) - set(meta.parts)
-    if unknown_parts or missing_parts:
-        raise WeightFileError(
-            f"{source}: metadata parts {','.join(meta.parts)!r} is invalid "
-            f"(missing {sorted(missing_parts)}, unknown {sorted(unknown_parts)})"
-        )
-    expected = expected_shapes(meta)
+
+
+def _check_tensors(tensors: Mapping, expected: Mapping[str, tuple[int, ...]], source: str) -> None:
     shapes = {
         k: tuple(v.shape) if isinstance(v, Tensor) else tuple(v)
         for k, v in tensors.items()
@@ -383,7 +397,6 @@ def validate(
         raise WeightFileError(
             f"{source} has {len(wrong)} tensors of the wrong shape: {_first(wrong, 3)}"
         )
-    return meta
 
 
 # ---------------------------------------------------------------- file I/O

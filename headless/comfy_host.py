@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..dense_face_core.errors import MissingModelError
+from ..dense_face_core.errors import DenseFaceError, MissingModelError
 from ..dense_face_core.model_folders import (ENCLOSING, PACKAGE_DIR, VENDORED, comfyui_candidates,
                                              is_comfyui_folder)
 from .import_stubs import hollow_modules, torchvision_works
@@ -81,7 +81,7 @@ def loaded_pack_module(folder: Path):
     for module in list(sys.modules.values()):
         if getattr(module, "__file__", None) == init and hasattr(module, "__path__"):
             return module
-    raise RuntimeError(f"ComfyUI loaded no module from {folder}")
+    raise DenseFaceError(f"ComfyUI loaded no module from {folder}")
 
 
 class InProcessComfy:
@@ -108,7 +108,7 @@ class InProcessComfy:
             if asyncio.iscoroutine(ok):
                 ok = asyncio.run(ok)
             if not ok:
-                raise RuntimeError("ComfyUI failed to load the Dense-Face pack (see the log above)")
+                raise DenseFaceError("ComfyUI failed to load the Dense-Face pack (see the log above)")
         self.pack = loaded_pack_module(link)  # the module ComfyUI made; the code itself is dense_face's
         self.core = importlib.import_module("dense_face.dense_face_core")
 

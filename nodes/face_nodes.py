@@ -14,8 +14,9 @@ from ..dense_face_core.face_mask import face_mask
 from ..dense_face_core.images import to_rgb_uint8
 from ..dense_face_core.landmarker import select_face
 from ..dense_face_core.paste import paste_back
-from .comfy_glue import CATEGORY, image_to_numpy, numpy_to_image, numpy_to_mask, rgb_channels
-from .face_analysis import get_analyzer, landmarker_input
+from .comfy_side import CATEGORY
+from .comfy_side.face_analysis import get_analyzer, landmarker_input
+from .comfy_side.tensors import image_to_numpy, numpy_to_image, numpy_to_mask, rgb_channels
 
 ON_NO_FACE = ["error", "pass through (empty mask)"]
 FACE_CHOICE = ["largest", "by index"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import comfy.model_management
 import comfy.utils
@@ -14,14 +13,16 @@ from ..dense_face_core.id_embedding import (INSIGHTFACE_PACKS, IR_SE50, ArcFaceE
                                             load_feature_file)
 from ..dense_face_core.images import to_rgb_uint8
 from ..dense_face_core.landmarker import select_face
-from .comfy_glue import CATEGORY, image_to_numpy, model_dirs
-from .face_analysis import get_analyzer, landmarker_input
+from ..dense_face_core.official_checkpoint import ID_NETWORK_SUFFIX
+from .comfy_side import CATEGORY
+from .comfy_side.face_analysis import get_analyzer, landmarker_input
+from .comfy_side.folders import filenames, full_path, model_dirs
+from .comfy_side.model_cache import FileModelCache
+from .comfy_side.tensors import image_to_numpy
 
-IR_SE50_SUFFIX = ".ir_se50.safetensors"
 PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "ROCm": "ROCMExecutionProvider",
              "CoreML": "CoreMLExecutionProvider", "DirectML": "DmlExecutionProvider"}
-_lock = threading.Lock()
-_encoders: dict = {}
+_encoders = FileModelCache()
 
 
 def insightface_packs() -> list[str]:
@@ -35,38 +36,24 @@ def insightface_packs() -> list[str]:
 
 
 def id_model_choices() -> list[str]:
-    import folder_paths
-
     choices = [f"insightface/{pack}" for pack in insightface_packs()]
-    try:
-        files = folder_paths.get_filename_list("dense_face")
-    except KeyError:
-        files = []
-    return choices + [f"{IR_SE50}:{f}" for f in files if f.endswith(IR_SE50_SUFFIX)]
+    return choices + [f"{IR_SE50}:{f}" for f in filenames("dense_face") if f.endswith(ID_NETWORK_SUFFIX)]
 
 
 def _encoder(choice: str, provider: str):
-    import folder_paths
-
-    with _lock:
-        key = (choice, provider)
-        if key in _encoders:
-            return _encoders[key]
-        if choice.startswith("insightface/"):
-            pack = choice.split("/", 1)[1]
-            onnx = find_insightface_recognition(pack, model_dirs("insightface"))
-            enc = ArcFaceEncoder(onnx, choice, providers=[PROVIDERS.get(provider, provider), "CPUExecutionProvider"])
-        elif choice.startswith(IR_SE50 + ":"):
-            name = choice.split(":", 1)[1]
-            path = folder_paths.get_full_path("dense_face", name)
-            if path is None:
-                raise MissingModelError(f"IR-SE50 weights '{name}' not found in ComfyUI/models/dense_face/ "
-                                        f"(dense-face convert-official writes them beside the converted weights)")
-            enc = IRSE50Encoder(path, device=str(comfy.model_management.get_torch_device()))
-        else:
-            raise DenseFaceInputError(f"id_model: unknown choice {choice!r}; expected one of {id_model_choices()}")
-        _encoders[key] = enc
-        return enc
+    if choice.startswith("insightface/"):
+        onnx = find_insightface_recognition(choice.split("/", 1)[1], model_dirs("insightface"))
+        providers = list(dict.fromkeys([PROVIDERS.get(provider, provider), "CPUExecutionProvider"]))
+        return _encoders.get(onnx, lambda: ArcFaceEncoder(onnx, choice, providers=providers), choice, provider)
+    if choice.startswith(IR_SE50 + ":"):
+        name = choice.split(":", 1)[1]
+        path = full_path("dense_face", name)
+        if path is None:
+            raise MissingModelError(f"IR-SE50 weights '{name}' not found in ComfyUI/models/dense_face/ "
+                                    f"(dense-face convert-official writes them beside the converted weights)")
+        device = str(comfy.model_management.get_torch_device())
+        return _encoders.get(path, lambda: IRSE50Encoder(path, device=device), device)
+    raise DenseFaceInputError(f"id_model: unknown choice {choice!r}; expected one of {id_model_choices()}")
 
 
 class DenseFaceIDEncoder:

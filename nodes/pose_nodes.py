@@ -1,10 +1,13 @@
 """Pose image node: yaw, pitch, roll -> the authors' axis drawing."""
 from __future__ import annotations
 
-from ..dense_face_core.pose import POSE_IMAGE_SIZE, draw_pose_image, pose_grid
-from .comfy_glue import CATEGORY, numpy_to_image
+from ..dense_face_core.pose import (ANGLE_LIMIT, POSE_IMAGE_MAX_SIZE, POSE_IMAGE_MIN_SIZE, POSE_IMAGE_SIZE,
+                                    draw_pose_image, pose_grid)
+from .comfy_side import CATEGORY
+from .comfy_side.tensors import numpy_to_image
 
-_ANGLE = {"default": 0.0, "min": -180.0, "max": 180.0, "step": 0.1}
+_ANGLE = {"default": 0.0, "min": -ANGLE_LIMIT, "max": ANGLE_LIMIT, "step": 0.1}
+_SIZE = {"default": POSE_IMAGE_SIZE, "min": POSE_IMAGE_MIN_SIZE, "max": POSE_IMAGE_MAX_SIZE, "step": 8}
 
 
 class DenseFacePoseEuler:
@@ -20,9 +23,8 @@ class DenseFacePoseEuler:
                 "roll": ("FLOAT", dict(_ANGLE, tooltip="Degrees; in-plane rotation.")),
             },
             "optional": {
-                "size": ("INT", {"default": POSE_IMAGE_SIZE, "min": 64, "max": 2048, "step": 8,
-                                 "tooltip": "Canvas size. 256 reproduces the authors' training images "
-                                            "pixel for pixel; other sizes scale the drawing."}),
+                "size": ("INT", dict(_SIZE, tooltip="Canvas size. 256 reproduces the authors' training images "
+                                                    "pixel for pixel; other sizes scale the drawing.")),
             },
         }
 
@@ -41,18 +43,19 @@ class DenseFacePoseGrid:
 
     @classmethod
     def INPUT_TYPES(cls):
-        rng = {"min": -90.0, "max": 90.0, "step": 0.5}
+        rng = dict(_ANGLE, step=0.5)
+        steps = {"default": 1, "min": 1, "max": 32}
         return {
             "required": {
-                "yaw_from": ("FLOAT", dict(rng, default=-40.0)),
-                "yaw_to": ("FLOAT", dict(rng, default=40.0)),
-                "yaw_steps": ("INT", {"default": 5, "min": 1, "max": 32}),
-                "pitch_from": ("FLOAT", dict(rng, default=0.0)),
-                "pitch_to": ("FLOAT", dict(rng, default=0.0)),
-                "pitch_steps": ("INT", {"default": 1, "min": 1, "max": 32}),
-                "roll": ("FLOAT", dict(_ANGLE)),
+                "yaw_from": ("FLOAT", dict(rng, default=-40.0, tooltip="Yaw of the first column (degrees).")),
+                "yaw_to": ("FLOAT", dict(rng, default=40.0, tooltip="Yaw of the last column.")),
+                "yaw_steps": ("INT", dict(steps, default=5, tooltip="Columns: yaw values from yaw_from to yaw_to.")),
+                "pitch_from": ("FLOAT", dict(rng, default=0.0, tooltip="Pitch of the first row (degrees).")),
+                "pitch_to": ("FLOAT", dict(rng, default=0.0, tooltip="Pitch of the last row.")),
+                "pitch_steps": ("INT", dict(steps, tooltip="Rows: pitch values from pitch_from to pitch_to.")),
+                "roll": ("FLOAT", dict(_ANGLE, tooltip="Roll of every pose (degrees).")),
             },
-            "optional": {"size": ("INT", {"default": POSE_IMAGE_SIZE, "min": 64, "max": 2048, "step": 8})},
+            "optional": {"size": ("INT", dict(_SIZE, tooltip="Canvas size of every pose image."))},
         }
 
     RETURN_TYPES = ("IMAGE", "INT")

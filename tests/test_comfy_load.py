@@ -1,6 +1,15 @@
-"""The pack loads into a real ComfyUI and its nodes are served in /object_info."""
+"""The pack loads into a real ComfyUI (once, as one module object per definition) and its nodes are
+served in /object_info."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 FACE_STACK_NODES = ["DenseFacePoseEuler", "DenseFaceCropMask", "DenseFacePasteBack", "DenseFaceAnnotationTargets"]
 
@@ -37,3 +46,81 @@ def test_nodes_in_server_object_info(tmp_path):
         assert f"Cannot import {server.root / 'custom_nodes' / 'ComfyUI-Dense-Face'}" not in server.log()
     finally:
         server.stop()
+
+
+def _modules_from(folder: Path) -> dict[str, object]:
+    """Modules whose file is part of the pack's own source (not its venv or its tests)."""
+    real = folder.resolve()
+    out = {}
+    for name, m in list(sys.modules.items()):
+        f = getattr(m, "__file__", None)
+        if not isinstance(f, str) or not os.path.isabs(f):  # e.g. torch.ops, ComfyUI's "main.py"
+            continue
+        path = Path(os.path.realpath(f))
+        if path.is_relative_to(real) and path.relative_to(real).parts[0] not in (".venv", "tests"):
+            out[name] = m
+    return out
+
+
+def test_one_module_object_per_definition(comfy):
+    """dense_face was imported before ComfyUI loaded the pack (as in tests and the command line):
+    ComfyUI's pack module is a shell, every module of the tree exists once, as dense_face.*."""
+    import dense_face.dense_face_core as core
+    import dense_face.nodes.model_nodes as model_nodes
+
+    ours = _modules_from(REPO)
+    # The entry file itself runs under whatever name a loader picks (ComfyUI: the folder; pytest's package
+    # collector: "main"); as such a shell it defines nothing and imports nothing of ours.
+    shells = {n for n, m in ours.items() if Path(os.path.realpath(m.__file__)) == REPO / "__init__.py"}
+    second = sorted(n for n in ours if n not in shells and not n.startswith("dense_face."))
+    assert not second, f"modules of this tree imported under a second name: {second}"
+    assert comfy.pack.__name__ in shells
+    assert comfy.pack.__path__ == [] and comfy.pack.NODE_CLASS_MAPPINGS is sys.modules["dense_face.nodes"].NODE_CLASS_MAPPINGS
+    assert comfy.nodes.NODE_CLASS_MAPPINGS["DenseFaceLoader"] is model_nodes.DenseFaceLoader
+    assert comfy.core is core
+    fam = core.random_weights.tiny_family()  # registered once, seen by the loader node's module too
+    assert sys.modules["dense_face.dense_face_core.families"].get_family("tiny") is fam
+
+
+LOAD_WITHOUT_PIP = r"""
+import json, logging, os, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]  # as if not pip-installed
+sys.path.insert(0, os.environ["COMFY_ROOT"])
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(message)s")
+from comfy.cli_args import args
+args.cpu = True
+import nodes
+results = [bool(nodes.load_custom_node(p)) for p in sys.argv[1:]]
+real = os.path.realpath(sys.argv[1])
+ours = sorted(n for n, m in sys.modules.items() if getattr(m, "__file__", None)
+              and os.path.realpath(m.__file__).startswith(real + os.sep)
+              and not os.path.realpath(m.__file__).startswith(os.path.join(real, ".venv") + os.sep))
+cls = nodes.NODE_CLASS_MAPPINGS.get("DenseFaceLoader")
+print(json.dumps({"loaded": results, "modules": ours, "loader_module": getattr(cls, "__module__", None)}))
+"""
+
+
+def test_pack_loads_once_without_pip_install_and_skips_a_second_copy(tmp_path):
+    """A user's ComfyUI: the pack is not pip-installed, ComfyUI imports it first, under its folder's name;
+    a second clone of the pack in custom_nodes is skipped with a warning instead of loading twice."""
+    from dense_face.headless.comfy_host import find_comfyui, torchvision_stub_dir
+
+    custom = tmp_path / "custom_nodes"
+    custom.mkdir()
+    (custom / "ComfyUI-Dense-Face").symlink_to(REPO, target_is_directory=True)
+    second = custom / "ComfyUI-Dense-Face-copy"
+    second.mkdir()
+    (second / "__init__.py").write_text((REPO / "__init__.py").read_text())
+    env = dict(os.environ, COMFY_ROOT=str(find_comfyui()), HOME=str(tmp_path))
+    stub = torchvision_stub_dir(tmp_path)
+    if stub is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub), env.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_PIP, str(custom / "ComfyUI-Dense-Face"), str(second)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["loaded"] == [True, True], proc.stdout[-3000:]
+    assert report["loader_module"] == "dense_face.nodes.model_nodes"
+    second_names = [n for n in report["modules"] if not (n == "dense_face" or n.startswith("dense_face."))]
+    assert len(second_names) == 1, second_names  # only ComfyUI's shell module of the folder
+    assert "another copy of the pack is already loaded" in proc.stdout and str(second) in proc.stdout

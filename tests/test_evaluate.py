@@ -1,4 +1,4 @@
-"""The evaluation harness (`dense-face eval`, train/evaluate.py) and its metrics (train/metrics.py).
+"""The evaluation harness (`dense-face eval`, evaluation/) and its metrics (evaluation/metrics.py re-exports).
 
 Real ArcFace, CLIP and Inception weights cannot be downloaded here, so these tests use
 stand-ins that go through the real library code: a random ArcFace-shaped ONNX loaded by
@@ -337,7 +337,9 @@ def test_eval_server_mode_plumbing(celebs, analyzer, arcface_standin, landmarker
             written.append(dest)
         return written
 
-    monkeypatch.setattr(runner, "run_on_server", fake_server)
+    from dense_face.headless import session
+
+    monkeypatch.setattr(session, "run_on_server", fake_server)  # where the session calls it
     ids = _identities(celebs, tmp_path / "ids", photos=("01", "05"))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("{person} in a garden\n")

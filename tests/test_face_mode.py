@@ -272,7 +272,7 @@ def tiny_stock_controlnet(comfy):
 def test_pose_dedup_is_exact(comfy, env):
     from importlib import import_module
 
-    patches = import_module("dense_face.nodes.comfy_patches")
+    patches = import_module("dense_face.nodes.comfy_side.pose_control")
     branch = env["dense_face"].pose_branch()
     wrapper = patches.PoseControlModel(branch)
     torch.manual_seed(1)
@@ -338,3 +338,81 @@ def test_annotation_predict_one_forward(comfy, env):
     assert tuple(depth.shape) == (1, 256, 256, 3) and tuple(parsing.shape) == (1, 256, 256, 3)
     assert tuple(masks.shape) == (10, 256, 256) and tuple(lms.shape) == (1, 256, 256, 3)
     assert torch.allclose(masks.sum(0), torch.ones(256, 256))  # one class per pixel
+
+
+def test_query_bias_patch_follows_comfy_patch_protocol(comfy, env):
+    """ComfyUI moves patches with the model (model_patches_to) and asks them for extra models: ours move
+    their bias once and pass both calls on to the patch they wrap; a restricted percent range needs sigmas."""
+    from dense_face.dense_face_core.errors import DenseFaceError
+    from dense_face.nodes.comfy_side.query_bias import QueryBiasPatch
+
+    class Foreign:  # another pack's replace patch with the protocol (e.g. an adapter holding a model)
+        def __init__(self):
+            self.moved = []
+
+        def to(self, device_or_dtype):
+            self.moved.append(device_or_dtype)
+            return self
+
+        def models(self):
+            return ["foreign-model"]
+
+        def __call__(self, q, k, v, extra):
+            from comfy.ldm.modules.attention import optimized_attention
+
+            return optimized_attention(q, k, v, extra["n_heads"])
+
+    foreign = Foreign()
+    other = env["model"].clone()
+    other.set_model_attn2_replace(foreign, "output", 3)
+    m, _p, _n = apply(comfy, env, model=other, pose_strength=0.0)
+    ours = m.model_options["transformer_options"]["patches_replace"]["attn2"][("output", 3, 0)]
+    foreign = ours.previous  # ComfyUI's clone() deep-copies model_options: the wrapped patch is a copy
+    assert isinstance(ours, QueryBiasPatch) and isinstance(foreign, Foreign) and ours.models() == ["foreign-model"]
+    m.model_patches_to(torch.float16)
+    assert ours.scaled_bias.dtype == torch.float16 and foreign.moved[-1] == torch.float16
+    m.model_patches_to(torch.float32)
+    m.model_patches_to(torch.float8_e4m3fn)
+    assert ours.scaled_bias.dtype == torch.float32  # an 8-bit storage dtype is not taken
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 8, generator=gen) for _ in range(3))  # attention that depends on q
+    windowed = QueryBiasPatch(torch.ones(1, q.shape[-1]), 1.0, sigma_range=(10.0, 1.0))
+    with pytest.raises(DenseFaceError, match="sigma"):
+        windowed(q, k, v, {"n_heads": 1})
+    inside = windowed(q, k, v, {"n_heads": 1, "sigmas": torch.tensor([5.0])})
+    outside = windowed(q, k, v, {"n_heads": 1, "sigmas": torch.tensor([20.0])})
+    whole = QueryBiasPatch(torch.ones(1, q.shape[-1]), 1.0)(q, k, v, {"n_heads": 1})  # no sigma needed
+    assert torch.equal(inside, whole) and not torch.equal(inside, outside)
+
+
+def test_dense_features_captured_by_comfy_patches_equal_the_block_outputs(comfy, env):
+    """The output-block patch + ``out`` object patch see exactly the outputs of output blocks 5, 8, 11
+    (checked against forward hooks on the blocks' last layers), and the connected model stays unpatched."""
+    from dense_face.nodes.comfy_side.dense_capture import _RecordingOut, capture_decoder_features
+
+    m, p, _n = apply(comfy, env)
+    unet = m.model.diffusion_model
+    out_before = unet.out  # a capture clone of an earlier test may still be patched in (until a model loads)
+    while isinstance(out_before, _RecordingOut):
+        out_before = out_before.inner
+    hooked = {}
+    hooks = [unet.output_blocks[b][-1].register_forward_hook(
+        lambda _m, _i, out, b=b: hooked.__setitem__(b, out.detach().clone())) for b in (5, 8, 11)]
+    samples = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    try:
+        with torch.inference_mode():
+            captured = capture_decoder_features(m, samples, p, timestep=300, seed=4, blocks=(5, 8, 11))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert sorted(captured) == [5, 8, 11]
+    for b in (5, 8, 11):
+        assert captured[b].shape == hooked[b].shape and torch.equal(captured[b], hooked[b]), b
+    assert "output_block_patch" not in m.model_options["transformer_options"].get("patches", {})
+    with torch.inference_mode():
+        again = capture_decoder_features(m, samples, p, timestep=300, seed=4, blocks=(5, 8, 11))
+    assert all(torch.equal(again[b], captured[b]) for b in (5, 8, 11))  # a second run: same, no nested wrap
+    assert isinstance(unet.out, _RecordingOut) and unet.out.inner is out_before  # one wrapper, not nested
+    sample(comfy, env["model"], env["pos"], env["neg"], steps=1)  # ComfyUI undoes the clone's patches
+    assert unet.out is out_before

@@ -1,1 +1,1 @@
-"""Training tooling: dataset builder, dataset, trainer, export and evaluation (uses dense_face_core)."""
+"""Training tooling: dataset builder, datasets, trainer, checkpoint layout and export (imports only dense_face_core)."""

@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
+from ..dense_face_core.errors import DenseFaceInputError
 from ..dense_face_core.packaged_photos import packaged_identity_folders
 
 PACKAGED = "packaged"
 RANDOM_ARCFACE = "random"
 
 
-def _landmarker(explicit: str | None, repo: Path) -> str:
-    candidates = [explicit, os.environ.get("DENSE_FACE_LANDMARKER"),
-                  str(repo.parent / "shared" / "models" / "face_landmarker_v2_with_blendshapes.task")]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return c
-    raise MissingModelError("the dataset build needs MediaPipe's face_landmarker.task: set data.build.landmarker "
-                            "or $DENSE_FACE_LANDMARKER (download it once from MediaPipe's model page)")
+def _landmarker(explicit: str | None) -> str:
+    """The MediaPipe model for a build run by the trainer: the builder's own search, then the
+    project machines' ``../shared/models`` (where the tiny config and its tests find it)."""
+    from .config import REPO_DIR
+    from .dataset_builder import landmarker_path
+
+    return landmarker_path(explicit, [REPO_DIR.parent / "shared" / "models"])
 
 
 def ensure_dataset(cfg: dict, log=print) -> Path:
@@ -40,7 +38,6 @@ def ensure_dataset(cfg: dict, log=print) -> Path:
         if not (root / "manifest.json").is_file() and not list(root.glob("shards/*.tar")):
             raise DenseFaceInputError(f"data.root {root} holds no dataset (build one with `dense-face build-dataset`)")
         return root
-    from .config import REPO_DIR
     from .dataset_builder import main as build_main
 
     b = dict(d["build"])
@@ -61,7 +58,7 @@ def ensure_dataset(cfg: dict, log=print) -> Path:
         raise DenseFaceInputError(f"data.build.inputs: none of {inputs} exists (give photo folders, a CSV layout "
                                   f"or '{PACKAGED}')")
     argv = ["--input", str(src), "--out", str(out), "--workers", str(int(b.get("workers") or 1)),
-            "--landmarker", _landmarker(b.get("landmarker"), REPO_DIR), "--quiet"]
+            "--landmarker", _landmarker(b.get("landmarker")), "--quiet"]
     model = b.get("insightface_model")
     if model == RANDOM_ARCFACE:
         from ..dense_face_core.random_weights import DEMO_ID_PACK, RANDOM_ARCFACE_FILE, export_random_arcface
@@ -94,6 +91,38 @@ def embedding_model_name(cfg: dict, root: Path) -> str:
             "learn. Rebuild with the ArcFace model, or set data.require_embeddings=false and "
             "data.id_embedding_model to train pose/adapter/head only")
     return "none"
+
+
+def run_dataset(cfg: dict, accelerator):
+    """(dataset, its root or synthetic name, identity model name). The main process builds
+    the shards when asked; the other ranks wait, then only locate the finished build."""
+    d, t = cfg["data"], cfg["train"]
+    if int(d["synthetic"] or 0) > 0:
+        dataset = SyntheticPairs(int(d["synthetic"]), int(d["image_size"]), int(d["target_size"]), int(t["seed"]))
+        return dataset, f"synthetic({int(d['synthetic'])})", d["id_embedding_model"] or "synthetic"
+    from .dataset import DenseFacePairs
+
+    main = accelerator.is_main_process
+    if main:
+        root = ensure_dataset(cfg)
+    accelerator.wait_for_everyone()
+    if not main:
+        root = ensure_dataset(cfg)  # now only locates the finished build
+    id_model = embedding_model_name(cfg, root)
+    dataset = DenseFacePairs(root, image_size=int(d["image_size"]), target_size=int(d["target_size"]),
+                             seed=int(t["seed"]), min_images_per_identity=int(d["min_images_per_identity"]),
+                             heatmap_sigma=float(d["heatmap_sigma"]),
+                             require_embeddings=bool(d["require_embeddings"]))
+    return dataset, root, id_model
+
+
+def make_loader(cfg: dict, dataset, rank: int, world: int, start: int, device) -> torch.utils.data.DataLoader:
+    """Batches of this rank from its sample ``start`` on (see :class:`ResumableSampler`)."""
+    sampler = ResumableSampler(len(dataset), rank, world, int(cfg["train"]["seed"]), start=start)
+    workers = int(cfg["data"]["num_workers"])
+    return torch.utils.data.DataLoader(EpochItems(dataset), batch_size=int(cfg["train"]["batch_size"]),
+                                       sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
+                                       pin_memory=device.type == "cuda", drop_last=True)
 
 
 class EpochItems(torch.utils.data.Dataset):

@@ -54,6 +54,16 @@ def find_shards(root) -> list[Path]:
     return found
 
 
+def _shards_or_raise(root) -> list[Path]:
+    shards = find_shards(root)
+    if not shards:
+        from ..dense_face_core.errors import DenseFaceInputError
+
+        raise DenseFaceInputError(f"no dataset shards found under {root}; build them with "
+                                  "`dense-face build-dataset`")
+    return shards
+
+
 def read_manifest(root) -> dict | None:
     if isinstance(root, (list, tuple)):
         return None
@@ -260,12 +270,7 @@ class DenseFacePairs(torch.utils.data.Dataset):
     def __init__(self, root, image_size: int = IMAGE_SIZE, target_size: int = TARGET_SIZE,
                  seed: int = 0, min_images_per_identity: int = 1, heatmap_sigma: float = 1.0,
                  return_reference_image: bool = False, require_embeddings: bool = False):
-        self.shards = find_shards(root)
-        if not self.shards:
-            from ..dense_face_core.errors import DenseFaceInputError
-
-            raise DenseFaceInputError(f"no dataset shards found under {root}; build them with "
-                                      "`dense-face build-dataset`")
+        self.shards = _shards_or_raise(root)
         self.decoder = SampleDecoder(image_size, target_size, heatmap_sigma, return_reference_image)
         self.seed, self.epoch = int(seed), 0
         self.samples: list[tuple[int, dict]] = []
@@ -348,12 +353,7 @@ class DenseFaceStream(torch.utils.data.IterableDataset):
                  split: str = "auto", heatmap_sigma: float = 1.0,
                  return_reference_image: bool = False, require_embeddings: bool = False):
         super().__init__()
-        self.shards = find_shards(root)
-        if not self.shards:
-            from ..dense_face_core.errors import DenseFaceInputError
-
-            raise DenseFaceInputError(f"no dataset shards found under {root}; build them with "
-                                      "`dense-face build-dataset`")
+        self.shards = _shards_or_raise(root)
         if split not in ("auto", "shard", "group"):
             raise ValueError(f"split must be 'auto', 'shard' or 'group', got {split!r}")
         self.decoder = SampleDecoder(image_size, target_size, heatmap_sigma, return_reference_image)

@@ -19,21 +19,10 @@ import torch
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError, run_reporting_errors
 from ..dense_face_core.weight_file import (INIT_EMBEDDING_PART, REQUIRED_PARTS, WeightMetadata,
                                            save_weight_file)
+from .checkpoints import CHECKPOINT_META, find_checkpoint
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
           "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    from .trainer import CHECKPOINT_META, list_checkpoints
-
-    p = Path(path).expanduser()
-    if (p / CHECKPOINT_META).is_file():
-        return p
-    found = list_checkpoints(p)
-    if found:
-        return found[-1]
-    raise MissingModelError(f"{p} is neither a Dense-Face training checkpoint nor a run folder with checkpoints/")
 
 
 def _model_weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -53,7 +42,6 @@ def net_from_checkpoint(ckpt: str | Path):
     """(DenseFaceNet with the checkpoint's trained tensors, checkpoint metadata)."""
     from .base_models import resolve_family
     from .model import DenseFaceNet
-    from .trainer import CHECKPOINT_META
 
     ckpt = find_checkpoint(ckpt)
     meta = json.loads((ckpt / CHECKPOINT_META).read_text())

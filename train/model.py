@@ -89,10 +89,9 @@ class DenseFaceNet(nn.Module):
         self.head_width, self.head_size = int(head_width), int(head_size)
         self.pose_branch = PoseBranch.for_family(fam)
         self.pc_adapter = nn.ModuleDict({
-            module_key(layer.diffusers_path): PCAdapterLayer(
-                layer.channels, fam.context_dim if layer.is_cross else layer.channels, id_dim)
+            module_key(layer.diffusers_path): PCAdapterLayer.for_layer(fam, layer, id_dim)
             for layer in attention_layers(fam)})
-        self.id_projector = IdentityProjector(fam.context_dim, id_dim, id_delta)
+        self.id_projector = IdentityProjector.for_family(fam, id_dim, id_delta)
         self.dense_head = DenseHead.for_family(fam, width=head_width, output_size=head_size) if dense_head else None
         # the init word's CLIP token embedding (frozen; the authors' string_to_param_dict['*'])
         self.register_buffer("init_embedding", torch.zeros(fam.context_dim))

@@ -64,23 +64,25 @@ def write_json_atomic(path: Path, obj) -> None:
 
 # ---------------------------------------------------------------- encoders
 
+def _imencode(ext: str, arr: np.ndarray, params: list[int]) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr), params)
+    if not ok:
+        raise RuntimeError(f"{ext[1:].upper().replace('JPG', 'JPEG')} encoding failed")
+    return buf.tobytes()
+
+
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
+    return _imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
 
 
 def encode_png(arr: np.ndarray) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
+    return _imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
 
 
 def encode_npy(arr: np.ndarray) -> bytes:
@@ -168,12 +170,16 @@ def scan_offsets(path) -> dict[str, dict[str, list[int]]]:
     """``{key: {field: [data_offset, size]}}`` from the tar headers (data is skipped by seeks)."""
     out: dict[str, dict[str, list[int]]] = {}
     with tarfile.open(path, mode="r:", encoding="utf-8") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            key, field = split_member_name(info.name)
+        for info, key, field in _file_members(tar):
             out.setdefault(key, {})[field] = [int(info.offset_data), int(info.size)]
     return out
+
+
+def _file_members(tar: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """(member, key, field) of the regular files, in tar order."""
+    for info in tar:
+        if info.isfile():
+            yield (info, *split_member_name(info.name))
 
 
 def iter_shard(path, fields=None) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -185,10 +191,7 @@ def iter_shard(path, fields=None) -> Iterator[tuple[str, dict[str, bytes]]]:
     want = fields if callable(fields) else (lambda f: fields is None or f in fields)
     current, files = None, {}
     with tarfile.open(path, mode="r:", encoding="utf-8") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            key, field = split_member_name(info.name)
+        for info, key, field in _file_members(tar):
             if key != current:
                 if current is not None:
                     yield current, files

@@ -37,20 +37,21 @@ def diffusers_to_ldm_unet_map(keys: Iterable[str], layers_per_block: int) -> dic
     return out
 
 
+def _ldm_block(kind: str, i: int, j: int, nrb: int) -> str:
+    """diffusers ``down_blocks``/``up_blocks`` i, layer j -> ldm ``input_blocks``/``output_blocks`` n."""
+    if kind == "down_blocks":
+        return f"input_blocks.{1 + i * (nrb + 1) + j}"
+    return f"output_blocks.{i * (nrb + 1) + j}"
+
+
 def _map_key(k: str, nrb: int, up_with_attention: set[int]) -> str:
     for prefix, ldm in BASIC.items():
         if k.startswith(prefix + "."):
             return ldm + k[len(prefix):]
     if m := _RES.match(k):
-        kind, i, j, part, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)
-        n = 1 + i * (nrb + 1) + j if kind == "down_blocks" else i * (nrb + 1) + j
-        block = "input_blocks" if kind == "down_blocks" else "output_blocks"
-        return f"{block}.{n}.0.{RESNET[part]}.{rest}"
+        return f"{_ldm_block(m.group(1), int(m.group(2)), int(m.group(3)), nrb)}.0.{RESNET[m.group(4)]}.{m.group(5)}"
     if m := _ATT.match(k):
-        kind, i, j, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
-        n = 1 + i * (nrb + 1) + j if kind == "down_blocks" else i * (nrb + 1) + j
-        block = "input_blocks" if kind == "down_blocks" else "output_blocks"
-        return f"{block}.{n}.1.{rest}"
+        return f"{_ldm_block(m.group(1), int(m.group(2)), int(m.group(3)), nrb)}.1.{m.group(4)}"
     if m := _DOWN.match(k):
         return f"input_blocks.{(int(m.group(1)) + 1) * (nrb + 1)}.0.op.{m.group(2)}"
     if m := _UP.match(k):

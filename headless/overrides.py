@@ -1,0 +1,51 @@
+"""Command-line overrides applied to a workflow by role (photos, prompt, seed, steps, pose)."""
+from __future__ import annotations
+
+from ..dense_face_core.errors import DenseFaceInputError
+from .workflow_graph import SAMPLERS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, nodes_of, nodes_titled
+
+
+def apply_overrides(wf: dict, args, images: dict[str, str]) -> list[str]:
+    """Set inputs by role; returns what changed, for the summary."""
+    notes = []
+    for role, title in (("target", TITLE_TARGET), ("reference", TITLE_REFERENCE)):
+        if images.get(role):
+            ids = nodes_titled(wf, title)
+            if not ids:
+                raise DenseFaceInputError(f"--{role}: this workflow has no node titled '{title}'")
+            for i in ids:
+                wf[i]["inputs"]["image"] = images[role]
+            notes.append(f"{role}: {images[role]}")
+    if args.prompt is not None:
+        scene = nodes_titled(wf, TITLE_SCENE)
+        if scene:
+            for i in scene:
+                wf[i]["inputs"]["text"] = args.prompt
+            notes.append(f"scene prompt: {args.prompt!r}")
+        else:
+            for i in nodes_of(wf, "DenseFaceApplyPCAdapter"):
+                wf[i]["inputs"]["prompt"] = args.prompt
+            notes.append(f"face prompt: {args.prompt!r}")
+    samplers = sorted(nodes_of(wf, *SAMPLERS), key=int)
+    for n, i in enumerate(samplers):
+        inputs = wf[i]["inputs"]
+        key = "noise_seed" if "noise_seed" in inputs else "seed"
+        if args.seed is not None and key in inputs:
+            inputs[key] = args.seed + n
+        if args.steps is not None and "steps" in inputs:
+            inputs["steps"] = args.steps
+    if args.seed is not None:
+        notes.append(f"seed: {args.seed} (+1 per further sampler)")
+    if args.steps is not None:
+        notes.append(f"steps: {args.steps}")
+    angles = {k: getattr(args, k) for k in ("yaw", "pitch", "roll") if getattr(args, k) is not None}
+    if angles:
+        ids = nodes_of(wf, "DenseFacePoseEuler")
+        if not ids:
+            raise DenseFaceInputError("--yaw/--pitch/--roll: this workflow has no Dense-Face Pose Image node")
+        for i in ids:
+            wf[i]["inputs"].update(angles)  # replaces the link from the detected angles
+        notes.append("pose: " + ", ".join(f"{k} {v:g}" for k, v in angles.items()))
+    return notes
+
+

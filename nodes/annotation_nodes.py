@@ -1,0 +1,62 @@
+"""Dense annotation prediction: the dense head on the UNet's decoder features (one forward)."""
+from __future__ import annotations
+
+import cv2
+import torch
+
+from ..dense_face_core.annotation_vis import render_prediction
+from ..dense_face_core.dense_head import FEATURE_TAPS
+from ..dense_face_core.dense_prediction import decode_prediction
+from ..dense_face_core.images import to_rgb_uint8
+from .comfy_side import CATEGORY
+from .comfy_side.dense_capture import capture_decoder_features
+from .comfy_side.tensors import image_to_numpy, numpy_to_image, numpy_to_mask
+
+
+class DenseFaceAnnotationPredict:
+    """DenseAnnotationPredict: one UNet forward -> landmarks, parsing and depth from the dense head."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The patched model from Dense-Face Apply PC-Adapter."}),
+                "dense_face": ("DENSE_FACE",),
+                "latent": ("LATENT", {"tooltip": "The face latent (e.g. VAE Encode of a crop, or a sampler's output)."}),
+                "positive": ("CONDITIONING", {"tooltip": "The face-generation conditioning (with the pose branch)."}),
+                "timestep": ("INT", {"default": 50, "min": 0, "max": 999, "tooltip":
+                                     "Diffusion timestep of the forward (the head is trained on all of them; "
+                                     "small = a nearly clean latent)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise for the forward."}),
+            },
+            "optional": {"image": ("IMAGE", {"tooltip": "Draw the landmarks on this image (e.g. the decoded face)."})},
+        }
+
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE")
+    RETURN_NAMES = ("depth", "parsing", "parsing_masks", "landmarks")
+    OUTPUT_TOOLTIPS = ("Depth over the face (near = bright).", "10-class parsing in the authors' palette.",
+                       "One mask per class and image (batch x 10, class order as in the README).",
+                       "Predicted 478 landmarks drawn on the image (or on white).")
+    FUNCTION = "predict"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Predicts dense face annotations from the UNet's decoder features with the Dense-Face head."
+
+    def predict(self, model, dense_face, latent, positive, timestep, seed, image=None):
+        head = dense_face.dense_head()
+        samples = latent["samples"]
+        blocks = [tap.ldm_output_block for tap in FEATURE_TAPS]
+        features = capture_decoder_features(model, samples, positive, timestep, seed, blocks)
+        with torch.no_grad():
+            pred = head([features[b].float().cpu() for b in blocks])
+        size = samples.shape[-1] * 8
+        canvases = None
+        if image is not None:
+            canvases = [cv2.resize(to_rgb_uint8(a), (size, size), interpolation=cv2.INTER_AREA)
+                        for a in image_to_numpy(image)]
+        depths, parsings, masks, drawn = render_prediction(decode_prediction(pred, size), pred["parsing"].shape[1],
+                                                           canvases)
+        return (numpy_to_image(depths), numpy_to_image(parsings), numpy_to_mask(masks), numpy_to_image(drawn))
+
+
+NODE_CLASS_MAPPINGS = {"DenseFaceAnnotationPredict": DenseFaceAnnotationPredict}
+NODE_DISPLAY_NAME_MAPPINGS = {"DenseFaceAnnotationPredict": "Dense-Face Annotation Predict"}
