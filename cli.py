@@ -66,6 +66,21 @@ def _cmd_convert_official(args) -> int:
     return 0
 
 
+def _cmd_install_official(args) -> int:
+    from .dense_face_core.model_folders import resolve_models_dir
+    from .dense_face_core.official_install import install_official
+
+    models = resolve_models_dir(args.comfyui, args.models_dir)
+    print(f"installing the authors' release from {args.folder} into {models}")
+    outputs = install_official(args.folder, models)
+    done = {o.dest.parent.name + "/" + o.dest.name for o in outputs}
+    print("\ndone. " + ("Load workflows/dense_face_personalize.json (two-mode personalisation), "
+                        "dense_face_face_swap.json or dense_face_pose_control.json in ComfyUI, or run headless:\n"
+                        "  dense-face run --workflow dense_face_face_swap --target PHOTO --reference PHOTO --out DIR"
+                        if any("DenseFace_face_generation" in d for d in done) else "no face-generation model installed"))
+    return 0
+
+
 BENCHMARKS = {
     "face-stack": "bench.face_stack",
     "step-overhead": "bench.step_overhead",
@@ -106,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="the authors' Lightning .ckpt (read with weights_only=True) or a .safetensors export")
     p.add_argument("output", help="output .safetensors (the IR-SE50 identity network goes beside it)")
     p.set_defaults(func=_cmd_convert_official)
+
+    p = sub.add_parser("install-official", help="install the authors' released weights (their download folder) "
+                                                "into a ComfyUI models folder")
+    p.add_argument("folder", help="the folder downloaded from the authors' 'Pre-trained Weights' link "
+                                  "(*.safetensors, epoch*.ckpt, *init.ckpt; optionally model_ir_se50.pth)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--comfyui", help="your ComfyUI folder (its models/ is written)")
+    where.add_argument("--models-dir", help="a ComfyUI-style models folder to write into")
+    p.set_defaults(func=_cmd_install_official)
 
     for name, (_module, text) in DELEGATED.items():
         sub.add_parser(name, help=text + f" (dense-face {name} --help)", add_help=False)

@@ -186,3 +186,26 @@ def render_prediction(pred: DensePrediction, num_classes: int, canvases: Sequenc
         points = np.concatenate([pred.landmarks[b], np.zeros((pred.landmarks.shape[1], 1), np.float32)], axis=1)
         drawn.append(draw_landmarks(canvas, points))
     return depths, parsings, masks, drawn
+
+
+def note_image(size: int, text: str, background=(255, 255, 255)) -> np.ndarray:
+    """A plain picture carrying a short message, word-wrapped (stands in for an output that cannot exist)."""
+    import cv2
+
+    img = np.full((size, size, 3), _rgb(background, "background"), np.uint8)
+    scale = max(0.3, size / 640)
+    thickness = max(1, int(round(size / 256)))
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] > size * 0.92 and line:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    step = int(cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][1] * 1.8)
+    for i, text_line in enumerate(lines):
+        cv2.putText(img, text_line, (int(size * 0.04), int(size * 0.08) + step * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (60, 60, 60), thickness, cv2.LINE_AA)
+    return img

@@ -90,8 +90,11 @@ class DenseFaceModel:
 
     def dense_head(self) -> DenseHead:
         if not self.weights.has_dense_head:
-            raise WeightFileError(f"{self.weights.path or 'this weight file'} has no dense annotation head "
-                                  f"(it was exported without one); annotations cannot be predicted with it")
+            name = self.weights.path or "this weight file"
+            raise WeightFileError(f"{name} has no dense annotation head (the authors' release has none, and it was "
+                                  f"exported without one), so it cannot predict annotations; use weights trained "
+                                  f"with the head (dense-face train), or set the node's without_head to "
+                                  f"'blank pictures with a note'")
         if "head" not in self._modules:
             meta = self.weights.metadata
             net = DenseHead.for_family(self.family, width=meta.dense_head_width or DEFAULT_WIDTH,

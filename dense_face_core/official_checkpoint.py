@@ -155,13 +155,19 @@ def _detect_family(sd: Mapping[str, Tensor], name: str) -> BaseFamily:
             "it is not a Dense-Face face-generation checkpoint"
         )
     ctx, mc = int(sd[PROJECTOR_KEY].shape[0]), int(sd[conv_in].shape[0])
-    for fam in map(get_family, known_families()):
-        if (fam.context_dim, fam.model_channels) == (ctx, mc):
+    for fam in map(get_family, known_families()):  # widths first, then every pose-branch shape (depth, mult)
+        if (fam.context_dim, fam.model_channels) == (ctx, mc) and _pose_branch_fits(sd, fam):
             return fam
     raise WeightFileError(
         f"{name} is for an unknown base model (text context {ctx}, {mc} channels); "
         "the authors' release is SD1.5 (768, 320)"
     )
+
+
+def _pose_branch_fits(sd: Mapping[str, Tensor], family: BaseFamily) -> bool:
+    meta = WeightMetadata.for_family(family, ID_NETWORK_NAME)
+    wanted = {official_name(k): v for k, v in expected_shapes(meta).items() if k.startswith("pose_branch.")}
+    return all(k in sd and tuple(sd[k].shape) == shape for k, shape in wanted.items())
 
 
 def map_official_state_dict(
@@ -216,6 +222,26 @@ def map_official_state_dict(
     return tensors, meta, id_net, ignored
 
 
+def read_official_weights(path: str | os.PathLike):
+    """The Dense-Face parts of an authors' checkpoint (``epoch*.ckpt`` or ``*init.ckpt``) as weights in memory."""
+    from .weight_file import DenseFaceWeights
+
+    sd = read_official_state_dict(path)
+    tensors, meta, _id_net, _ignored = map_official_state_dict(sd, Path(path).name)
+    return DenseFaceWeights.from_tensors(tensors, meta, path=str(path))
+
+
+def id_network_metadata(source: str) -> dict[str, str]:
+    """Metadata of an extracted identity-network file (the ID Encoder lists ``*.ir_se50.safetensors``)."""
+    return {
+        "format": "dense-face-id-network",
+        "model": ID_NETWORK_NAME,
+        "architecture": "IR-SE50 Backbone(input 112, 50 layers, drop 0.6, mode ir_se) as in pSp/TreB1eN",
+        "embedding_dim": "512",
+        "source": source,
+    }
+
+
 def convert_official_checkpoint(
     in_path: str | os.PathLike, out_path: str | os.PathLike
 ) -> dict:
@@ -231,17 +257,7 @@ def convert_official_checkpoint(
     id_path = None
     if id_net:
         id_path = id_network_path(out)
-        save_safetensors_atomic(
-            id_path,
-            id_net,
-            {
-                "format": "dense-face-id-network",
-                "model": ID_NETWORK_NAME,
-                "architecture": "IR-SE50 Backbone(input 112, 50 layers, drop 0.6, mode ir_se) as in pSp/TreB1eN",
-                "embedding_dim": "512",
-                "source": f"{ID_NETWORK_PREFIX}* of {src.name}",
-            },
-        )
+        save_safetensors_atomic(id_path, id_net, id_network_metadata(f"{ID_NETWORK_PREFIX}* of {src.name}"))
     save_weight_file(out, tensors, meta)
     return {
         "output": str(out),
@@ -254,3 +270,17 @@ def convert_official_checkpoint(
         "id_network_tensors": len(id_net),
         "ignored_tensors": ignored,
     }
+
+
+def to_official_state_dict(weights, id_network: Mapping[str, Tensor] | None = None,
+                           base: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """A Dense-Face weight set in the authors' Lightning names (the inverse of the conversion; the dense
+    head has no place there), with their IR-SE50 and the frozen SD base when given."""
+    sd: dict[str, Tensor] = dict(base or {})
+    for key, value in weights.tensors().items():
+        if key == INIT_EMBEDDING_KEY:
+            sd[INIT_EMBEDDING_PREFIX + "*"] = value.reshape(1, -1)
+        elif not key.startswith("dense_head."):
+            sd[official_name(key)] = value
+    sd.update({ID_NETWORK_PREFIX + k: v for k, v in (id_network or {}).items()})
+    return sd

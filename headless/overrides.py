@@ -5,17 +5,48 @@ from ..dense_face_core.errors import DenseFaceInputError
 from .workflow_graph import SAMPLERS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, nodes_of, nodes_titled
 
 
-def apply_overrides(wf: dict, args, images: dict[str, str]) -> list[str]:
-    """Set inputs by role; returns what changed, for the summary."""
+INPUT_ROLES = ("target", "reference", "reference_embedding")
+
+
+def place_inputs(wf: dict, names: dict[str, str]) -> list[str]:
+    """Point the workflow at its input files, by role, as the ComfyUI that runs it names them."""
     notes = []
     for role, title in (("target", TITLE_TARGET), ("reference", TITLE_REFERENCE)):
-        if images.get(role):
+        if names.get(role):
             ids = nodes_titled(wf, title)
             if not ids:
                 raise DenseFaceInputError(f"--{role}: this workflow has no node titled '{title}'")
             for i in ids:
-                wf[i]["inputs"]["image"] = images[role]
-            notes.append(f"{role}: {images[role]}")
+                wf[i]["inputs"]["image"] = names[role]
+            notes.append(f"{role}: {names[role]}")
+    if names.get("reference_embedding"):
+        use_reference_embedding(wf, names["reference_embedding"] + EMBEDDING_INPUT_MARK)
+        notes.append(f"reference embedding: {names['reference_embedding']}")  # as for the photos: role: name
+    return notes
+
+
+EMBEDDING_INPUT_MARK = " [input]"  # how Dense-Face Load ID Embedding lists a file of the input folder
+
+
+def use_reference_embedding(wf: dict, choice: str) -> None:
+    """Identity from a saved embedding: every ID Encoder becomes a Load ID Embedding of ``choice``, and the
+    reference photo loader it no longer needs goes."""
+    encoders = nodes_of(wf, "DenseFaceIDEncoder")
+    if not encoders:
+        raise DenseFaceInputError("--reference-embedding: this workflow has no Dense-Face ID Encoder to replace")
+    for i in encoders:
+        model = str(wf[i]["inputs"].get("id_model", ""))
+        wf[i] = {"class_type": "DenseFaceLoadIDEmbedding", "_meta": {"title": "Identity (saved embedding)"},
+                 "inputs": {"embedding": choice, "id_model": model.split(":", 1)[0]}}
+    used = {v[0] for node in wf.values() for v in node["inputs"].values() if isinstance(v, list) and v}
+    for i in nodes_titled(wf, TITLE_REFERENCE):
+        if i not in used:
+            del wf[i]
+
+
+def apply_overrides(wf: dict, args) -> list[str]:
+    """Set prompt, seeds, steps and pose by role; returns what changed, for the summary."""
+    notes = []
     if args.prompt is not None:
         scene = nodes_titled(wf, TITLE_SCENE)
         if scene:

@@ -33,15 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="an extra ComfyUI-style models folder (checkpoints/, dense_face/, ...)")
     p.add_argument("--target", help="target photo (face swap)")
     p.add_argument("--reference", help="reference photo of the identity")
+    p.add_argument("--reference-embedding", help="a saved identity embedding instead of the photo (any local file: "
+                                                 "the authors' feat_file_v2/*.pth, .npy, .safetensors); the ID "
+                                                 "Encoder becomes Dense-Face Load ID Embedding")
     p.add_argument("--prompt", help="scene prompt (text-editing stage), or the face prompt when there is none")
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int, help="steps of every sampler")
     p.add_argument("--yaw", type=float)
     p.add_argument("--pitch", type=float)
     p.add_argument("--roll", type=float)
-    p.add_argument("--checkpoint", help="SD1.5 checkpoint file name (in models/checkpoints)")
+    p.add_argument("--checkpoint", help="SD1.5 checkpoint file name (in models/checkpoints) for every checkpoint "
+                                        "loader of the workflow")
+    p.add_argument("--text-checkpoint", help="checkpoint of the text-editing stage only (personalisation; default "
+                                             "the workflow's DenseFace_text_editing.safetensors)")
     p.add_argument("--weights", help="Dense-Face weight file name (in models/dense_face)")
-    p.add_argument("--id-model", help="identity model, e.g. insightface/antelopev2")
+    p.add_argument("--id-model", help="identity model as the ID Encoder node lists it, e.g. "
+                                      "ir_se50:DenseFace_face_generation.ir_se50.safetensors or insightface/antelopev2")
     p.add_argument("--demo", choices=("auto", "on", "off"), default="auto",
                    help="use the random-weight demo set: when models are missing (auto), always, or never")
     p.add_argument("--demo-dir", help=f"where the demo set lives (default {default_cache_dir() / 'demo-models'})")
@@ -55,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     session = RunSession(args.workflow, comfy_url=args.comfy_url, comfyui=args.comfyui, models_dir=args.models_dir,
                          demo=args.demo, demo_dir=args.demo_dir, device=args.device,
-                         model_names={"checkpoint": args.checkpoint, "weights": args.weights,
+                         model_names={"checkpoint": args.checkpoint, "text_checkpoint": args.text_checkpoint,
+                                      "weights": args.weights,
                                       "id_model": args.id_model})
-    images = session.images(args.target, args.reference)
+    images = session.images(args.target, args.reference, args.reference_embedding)
     _wf, notes, written = session.run(out_dir, images, args)
     summary = {"workflow": str(session.wf_path), "demo_random_weights": session.demo, "overrides": notes,
                "outputs": [str(p) for p in written]}

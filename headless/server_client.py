@@ -1,27 +1,24 @@
 """One workflow on a running ComfyUI server: upload the photos, queue the prompt, fetch the outputs."""
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 import sys
 import time
 import uuid
 from pathlib import Path
 
 from ..dense_face_core.errors import DenseFaceError, DenseFaceInputError
-from .workflow_graph import TITLE_REFERENCE, TITLE_TARGET, nodes_titled
+from ..dense_face_core.io_utils import atomic_path
+from .overrides import place_inputs
 
 
 def run_on_server(url: str, wf: dict, uploads: dict[str, Path], out_dir: Path, timeout: float = 3600) -> list[Path]:
     """POST the prompt to a running ComfyUI, wait for it, download every output image."""
-    import urllib.parse
     import urllib.request
 
     url = url.rstrip("/")
-    for role, path in uploads.items():
-        name = _upload(url, path)
-        for i in nodes_titled(wf, TITLE_TARGET if role == "target" else TITLE_REFERENCE):
-            wf[i]["inputs"]["image"] = name
+    place_inputs(wf, {role: _upload(url, path) for role, path in uploads.items()})
     body = json.dumps({"prompt": wf, "client_id": str(uuid.uuid4())}).encode()
     req = urllib.request.Request(url + "/prompt", data=body, headers={"Content-Type": "application/json"})
     try:
@@ -50,29 +47,43 @@ def run_on_server(url: str, wf: dict, uploads: dict[str, Path], out_dir: Path, t
         detail = msgs[-1][1] if msgs else {}
         raise DenseFaceError(f"ComfyUI stopped at node {detail.get('node_type', '?')}: "
                              f"{detail.get('exception_message', 'execution failed')}")
+    return _download_outputs(url, entry, out_dir)
+
+
+def _download_outputs(url: str, entry: dict, out_dir: Path) -> list[Path]:
+    """Every image the prompt produced, under names that stay inside ``out_dir``, each written atomically."""
+    import requests
+
     written = []
     for node_out in entry.get("outputs", {}).values():
         for img in node_out.get("images", []):
-            query = urllib.parse.urlencode({k: img.get(k, "") for k in ("filename", "subfolder", "type")})
-            sub = "previews" if img.get("type") == "temp" else ""
-            dest = out_dir / sub / img["filename"]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with urllib.request.urlopen(f"{url}/view?{query}", timeout=120) as r, open(dest, "wb") as fh:
-                shutil.copyfileobj(r, fh)
+            name = Path(str(img.get("filename", ""))).name
+            if name in ("", ".", ".."):
+                continue
+            dest = Path(out_dir) / ("previews" if img.get("type") == "temp" else "") / name
+            params = {k: img.get(k, "") for k in ("filename", "subfolder", "type")}
+            response = requests.get(f"{url}/view", params=params, timeout=120)
+            response.raise_for_status()
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(response.content)
             written.append(dest)
     return written
 
 
-def _upload(url: str, path: Path) -> str:
-    import urllib.request
+UPLOAD_SUBFOLDER = "dense-face"
 
-    boundary = uuid.uuid4().hex
+
+def _upload(url: str, path: Path) -> str:
+    """Upload under a content-addressed name, never overwriting: two photos with one name stay two files,
+    and a file of the user's in the server's input folder is never replaced."""
+    import requests
+
     data = Path(path).read_bytes()
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{Path(path).name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + \
-        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url + "/upload/image", data=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        info = json.loads(r.read())
+    name = hashlib.sha256(data).hexdigest()[:20] + (Path(path).suffix.lower() or ".png")
+    response = requests.post(url + "/upload/image", files={"image": (name, data, "application/octet-stream")},
+                             data={"overwrite": "false", "subfolder": UPLOAD_SUBFOLDER, "type": "input"},
+                             timeout=120)
+    if response.status_code != 200:
+        raise DenseFaceError(f"ComfyUI at {url} refused the upload of {path}: {response.text[:500]}")
+    info = response.json()
     return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]

@@ -19,13 +19,20 @@ from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
 from ..dense_face_core.model_folders import WORKFLOW_DIR, default_cache_dir
 from ..dense_face_core.packaged_photos import packaged_photo
 from .in_process import run_in_process
-from .overrides import apply_overrides
+from .overrides import apply_overrides, place_inputs
 from .server_client import run_on_server
-from .workflow_graph import (MODEL_INPUTS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, load_api_workflow, nodes_of,
+from .workflow_graph import (MODEL_INPUTS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, TITLE_TEXT_MODEL, load_api_workflow, nodes_of,
                              nodes_titled, required_models, resolve_workflow, use_demo_models)
 
 DEMO_BANNER = ("DEMO MODE - RANDOM WEIGHTS: no trained models were found, so the graph runs on the labelled "
                "random-weight demo set. It proves the workflow runs; the images are NOT faces or likenesses.")
+
+
+def _existing_file(given: str | os.PathLike, option: str) -> Path:
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise DenseFaceInputError(f"{option}: no such file {given}")
+    return path
 
 
 def _stderr(msg: str) -> None:
@@ -104,6 +111,9 @@ class RunSession:
             if key in self.model_names:
                 for i in nodes_of(wf, cls):
                     wf[i]["inputs"][MODEL_INPUTS[cls][0]] = self.model_names[key]
+        if "text_checkpoint" in self.model_names:  # after --checkpoint: only the text-editing stage
+            for i in nodes_titled(wf, TITLE_TEXT_MODEL):
+                wf[i]["inputs"]["ckpt_name"] = self.model_names["text_checkpoint"]
         if "id_model" in self.model_names:
             for i in nodes_of(wf, "DenseFaceIDEncoder"):
                 wf[i]["inputs"]["id_model"] = self.model_names["id_model"]
@@ -111,18 +121,20 @@ class RunSession:
     def missing_models(self, wf: dict) -> list[tuple[str, str]]:
         return [(k, n) for k, n in required_models(wf) if self.host.folder_paths.get_full_path(k, n) is None]
 
-    def images(self, target: str | os.PathLike | None = None,
-               reference: str | os.PathLike | None = None) -> dict[str, Path]:
-        """The photos this workflow needs, by role (packaged photos stand in for the demo)."""
+    def images(self, target: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
+               reference_embedding: str | os.PathLike | None = None) -> dict[str, Path]:
+        """The input files this workflow needs, by role (packaged photos stand in for the demo)."""
         out: dict[str, Path] = {}
+        if reference_embedding:
+            if not nodes_of(self.base_wf, "DenseFaceIDEncoder"):
+                raise DenseFaceInputError(f"--reference-embedding: {self.wf_path.name} has no ID Encoder to replace")
+            out["reference_embedding"] = _existing_file(reference_embedding, "--reference-embedding")
         for role, given, title, demo_photo in (("target", target, TITLE_TARGET, "astronaut"),
                                                ("reference", reference, TITLE_REFERENCE, "tom_hanks")):
-            if not nodes_titled(self.base_wf, title):
+            if not nodes_titled(self.base_wf, title) or (role == "reference" and reference_embedding):
                 continue
             if given:
-                if not Path(given).is_file():
-                    raise DenseFaceInputError(f"--{role}: no such file {given}")
-                out[role] = Path(given)
+                out[role] = _existing_file(given, f"--{role}")
             elif self.demo:
                 out[role] = packaged_photo(demo_photo)
                 self.log(f"demo: {role} photo = {out[role]}")
@@ -137,8 +149,9 @@ class RunSession:
         if self.switched and getattr(overrides, "prompt", None) is not None:
             overrides = argparse.Namespace(**{**vars(overrides), "prompt": None})
             self.log("demo: the scene prompt is not used (the face swap has no text-editing stage)")
-        if self.host is None:
-            notes = apply_overrides(wf, overrides, {})
+        if self.host is None:  # the server names the uploads; the notes name the user's files
+            notes = [f"{role.replace('_', ' ')}: {Path(p).name}" for role, p in images.items()]
+            notes += apply_overrides(wf, overrides)
             return wf, notes, run_on_server(self.comfy_url, wf, images, out_dir)
         import folder_paths
 
@@ -153,7 +166,7 @@ class RunSession:
         folder_paths.set_input_directory(str(inputs_dir))
         folder_paths.set_output_directory(str(out_dir))
         folder_paths.set_temp_directory(str(out_dir / "previews"))
-        notes = apply_overrides(wf, overrides, names)
+        notes = place_inputs(wf, names) + apply_overrides(wf, overrides)
         if self.demo:
             use_demo_models(wf, self.demo_paths)
         missing = self.missing_models(wf)

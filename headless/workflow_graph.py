@@ -16,6 +16,7 @@ from ..dense_face_core.random_weights import DEMO_ID_MODEL
 TITLE_TARGET = "Target photo"
 TITLE_REFERENCE = "Reference photo"
 TITLE_SCENE = "Scene prompt"
+TITLE_TEXT_MODEL = "Text-editing model"
 SAMPLERS = {"KSampler", "KSamplerAdvanced", "DenseFaceLatentBlendSampler"}
 MODEL_INPUTS = {  # class_type -> (input name, ComfyUI folder)
     "CheckpointLoaderSimple": ("ckpt_name", "checkpoints"),

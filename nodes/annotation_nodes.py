@@ -1,27 +1,37 @@
 """Dense annotation prediction: the dense head on the UNet's decoder features (one forward)."""
 from __future__ import annotations
 
+import logging
+import os
+
 import cv2
+import numpy as np
 import torch
 
-from ..dense_face_core.annotation_vis import render_prediction
+from ..dense_face_core.annotation_vis import note_image, render_prediction
 from ..dense_face_core.dense_head import FEATURE_TAPS
 from ..dense_face_core.dense_prediction import decode_prediction
+from ..dense_face_core.dense_targets import NUM_PARSING_CLASSES
 from ..dense_face_core.images import to_rgb_uint8
 from .comfy_side import CATEGORY
 from .comfy_side.dense_capture import capture_decoder_features
 from .comfy_side.tensors import image_to_numpy, numpy_to_image, numpy_to_mask
 
+log = logging.getLogger("dense_face")
+WITHOUT_HEAD = ["error", "blank pictures with a note"]
+
 
 class DenseFaceAnnotationPredict:
     """DenseAnnotationPredict: one UNet forward -> landmarks, parsing and depth from the dense head."""
+
+    SEARCH_ALIASES = ["face landmarks", "face parsing", "face depth", "dense annotations"]  # node search in ComfyUI 0.38+
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The patched model from Dense-Face Apply PC-Adapter."}),
-                "dense_face": ("DENSE_FACE",),
+                "dense_face": ("DENSE_FACE", {"tooltip": "From Dense-Face Loader (weights with a dense head)."}),
                 "latent": ("LATENT", {"tooltip": "The face latent (e.g. VAE Encode of a crop, or a sampler's output)."}),
                 "positive": ("CONDITIONING", {"tooltip": "The face-generation conditioning (with the pose branch)."}),
                 "timestep": ("INT", {"default": 50, "min": 0, "max": 999, "tooltip":
@@ -29,7 +39,13 @@ class DenseFaceAnnotationPredict:
                                      "small = a nearly clean latent)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise for the forward."}),
             },
-            "optional": {"image": ("IMAGE", {"tooltip": "Draw the landmarks on this image (e.g. the decoded face)."})},
+            "optional": {
+                "image": ("IMAGE", {"tooltip": "Draw the landmarks on this image (e.g. the decoded face)."}),
+                "without_head": (WITHOUT_HEAD, {"default": "error", "tooltip":
+                                 "Weights without a dense head (the authors' release has none): stop with an "
+                                 "error, or give blank pictures that say so, so a personalisation graph with "
+                                 "this preview still finishes."}),
+            },
         }
 
     RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE")
@@ -41,9 +57,11 @@ class DenseFaceAnnotationPredict:
     CATEGORY = CATEGORY
     DESCRIPTION = "Predicts dense face annotations from the UNet's decoder features with the Dense-Face head."
 
-    def predict(self, model, dense_face, latent, positive, timestep, seed, image=None):
-        head = dense_face.dense_head()
+    def predict(self, model, dense_face, latent, positive, timestep, seed, image=None, without_head="error"):
         samples = latent["samples"]
+        if without_head != "error" and not dense_face.weights.has_dense_head:
+            return _no_head_outputs(dense_face, samples)
+        head = dense_face.dense_head()
         blocks = [tap.ldm_output_block for tap in FEATURE_TAPS]
         features = capture_decoder_features(model, samples, positive, timestep, seed, blocks)
         with torch.no_grad():
@@ -56,6 +74,18 @@ class DenseFaceAnnotationPredict:
         depths, parsings, masks, drawn = render_prediction(decode_prediction(pred, size), pred["parsing"].shape[1],
                                                            canvases)
         return (numpy_to_image(depths), numpy_to_image(parsings), numpy_to_mask(masks), numpy_to_image(drawn))
+
+
+def _no_head_outputs(dense_face, samples):
+    """Blank pictures that say why, and empty class masks, in the shapes the head would give."""
+    name = os.path.basename(dense_face.weights.path or "these weights")
+    text = (f"No dense annotation head in {name} (the authors' release has none). "
+            f"Train weights with one: dense-face train.")
+    log.warning("Dense-Face Annotation Predict: %s", text)
+    size, batch = samples.shape[-1] * 8, samples.shape[0]
+    note = note_image(size, text)
+    masks = [np.zeros((size, size), np.float32)] * (batch * NUM_PARSING_CLASSES)
+    return (numpy_to_image([note] * batch),) * 2 + (numpy_to_mask(masks), numpy_to_image([note] * batch))
 
 
 NODE_CLASS_MAPPINGS = {"DenseFaceAnnotationPredict": DenseFaceAnnotationPredict}

@@ -31,6 +31,8 @@ def _default(options, preferred):
 class DenseFaceLatentBlendSampler:
     """KSampler with Dense-Face latent blending: only the masked face is generated."""
 
+    SEARCH_ALIASES = ["face swap", "inpaint face", "latent blending"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         samplers = list(comfy.samplers.KSampler.SAMPLERS)

@@ -30,6 +30,8 @@ def _pick(analyzer, rgb, which, index, name):
 class DenseFaceCropMask:
     """FaceCropMask: photo -> aligned face crop, face mask, FACE_CROP transform, head pose."""
 
+    SEARCH_ALIASES = ["face crop", "face mask", "face detection", "face swap"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -104,6 +106,8 @@ def _per_item(seq, i, name):
 class DenseFacePasteBack:
     """Blends the generated face back into the source image; outside the mask nothing changes."""
 
+    SEARCH_ALIASES = ["face swap", "paste face back", "face composite"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -121,6 +125,7 @@ class DenseFacePasteBack:
 
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The source image with the new face; outside the feathered mask it is bit-identical.",)
     FUNCTION = "paste"
     CATEGORY = CATEGORY
     DESCRIPTION = "Pastes a face crop back into its source image; pixels outside the feathered mask stay bit-identical."
@@ -144,6 +149,8 @@ class DenseFacePasteBack:
 class DenseFaceAnnotationTargets:
     """The dense annotation targets of a photo, as the trainer sees them, drawn for inspection."""
 
+    SEARCH_ALIASES = ["face landmarks", "face parsing", "face depth"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -157,6 +164,8 @@ class DenseFaceAnnotationTargets:
 
     RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "MASK")
     RETURN_NAMES = ("landmarks", "parsing", "depth", "face_mask")
+    OUTPUT_TOOLTIPS = ("The 478 MediaPipe landmarks drawn on the photo.", "10-class pseudo parsing in the authors' palette.",
+                       "Z-buffered depth over the face (near = bright).", "Face region of the parsing (1 = face).")
     FUNCTION = "annotate"
     CATEGORY = CATEGORY
     DESCRIPTION = ("MediaPipe landmarks, the 10-class pseudo parsing and the z-buffered depth map "

@@ -16,7 +16,7 @@ from ..dense_face_core.landmarker import select_face
 from ..dense_face_core.official_checkpoint import ID_NETWORK_SUFFIX
 from .comfy_side import CATEGORY
 from .comfy_side.face_analysis import get_analyzer, landmarker_input
-from .comfy_side.folders import filenames, full_path, model_dirs
+from .comfy_side.folders import embedding_choices, embedding_path, filenames, full_path, model_dirs
 from .comfy_side.model_cache import FileModelCache
 from .comfy_side.tensors import image_to_numpy
 
@@ -59,6 +59,8 @@ def _encoder(choice: str, provider: str):
 class DenseFaceIDEncoder:
     """IDEncoder: reference photos -> one averaged, L2-normalised identity embedding."""
 
+    SEARCH_ALIASES = ["identity", "face id", "arcface", "insightface"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -77,6 +79,7 @@ class DenseFaceIDEncoder:
 
     RETURN_TYPES = ("FACE_ID",)
     RETURN_NAMES = ("face_id",)
+    OUTPUT_TOOLTIPS = ("One L2-normalised identity (the average over the reference photos) for Apply PC-Adapter.",)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Identity embedding of the reference photos, aligned on MediaPipe landmarks: insightface "
@@ -103,13 +106,18 @@ class DenseFaceIDEncoder:
 
 
 class DenseFaceLoadIDEmbedding:
-    """A precomputed identity embedding: the authors' feat_file_v2 .pth, or .npy / .safetensors."""
+    """A precomputed identity embedding, chosen from files ComfyUI knows: the authors' feat_file_v2 .pth,
+    or .npy / .safetensors, in models/dense_face/embeddings/ or in the input folder (upload-friendly)."""
+
+    SEARCH_ALIASES = ["identity", "face embedding", "face id"]  # node search in ComfyUI 0.38+
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "path": ("STRING", {"default": "", "tooltip": "Path to the embedding file (512 values)."}),
+                "embedding": (embedding_choices(), {"tooltip": "An identity embedding file (512 values) in "
+                              "ComfyUI/models/dense_face/embeddings/, or one uploaded to the input folder "
+                              "(listed as 'name [input]'). The authors' feat_file_v2/*.pth files work as they are."}),
                 "id_model": ([IR_SE50] + [f"insightface/{p}" for p in insightface_packs()],
                              {"default": IR_SE50, "tooltip": "The network that produced it (the authors' "
                                                              "feat_file_v2 files are ir_se50)."}),
@@ -118,14 +126,23 @@ class DenseFaceLoadIDEmbedding:
 
     RETURN_TYPES = ("FACE_ID",)
     RETURN_NAMES = ("face_id",)
+    OUTPUT_TOOLTIPS = ("The identity for Dense-Face Apply PC-Adapter.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Loads a saved identity embedding (pickles only through torch.load(weights_only=True))."
+    DESCRIPTION = ("Loads a saved identity embedding from ComfyUI's embedding folder or its input folder "
+                   "(pickles only through torch.load(weights_only=True)).")
 
-    def load(self, path, id_model):
-        if not path.strip():
-            raise DenseFaceInputError("path: give the file of a saved identity embedding")
-        return (load_feature_file(os.path.expanduser(path.strip()), id_model),)
+    @classmethod
+    def IS_CHANGED(cls, embedding, id_model):
+        path = embedding_path(embedding)
+        return f"{path}:{os.path.getmtime(path)}" if path else embedding
+
+    def load(self, embedding, id_model):
+        path = embedding_path(embedding)
+        if path is None:
+            raise MissingModelError(f"embedding: '{embedding}' is not a file in ComfyUI/models/dense_face/embeddings/ "
+                                    f"or in the input folder; put the file there (or upload it) and pick it again")
+        return (load_feature_file(path, id_model),)
 
 
 NODE_CLASS_MAPPINGS = {"DenseFaceIDEncoder": DenseFaceIDEncoder, "DenseFaceLoadIDEmbedding": DenseFaceLoadIDEmbedding}

@@ -1,6 +1,8 @@
 """Face-generation mode nodes: load Dense-Face weights, and patch the model (PC-adapter + identity + pose)."""
 from __future__ import annotations
 
+import os
+
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError, WeightFileError
 from ..dense_face_core.face_mode import DenseFaceModel
 from ..dense_face_core.id_embedding import FaceID, check_id_model
@@ -20,11 +22,15 @@ _weights = FileModelCache()
 
 
 def weight_choices() -> list[str]:
-    return [f for f in filenames("dense_face") if not f.endswith(ID_NETWORK_SUFFIX)]
+    """Dense-Face weight files: not the identity networks beside them, not the embeddings folder."""
+    return [f for f in filenames("dense_face") if not f.endswith(ID_NETWORK_SUFFIX)
+            and not f.replace(os.sep, "/").startswith("embeddings/")]
 
 
 class DenseFaceLoader:
     """A Dense-Face weight file from ComfyUI/models/dense_face -> DENSE_FACE."""
+
+    SEARCH_ALIASES = ["dense face", "face model loader"]  # node search in ComfyUI 0.38+
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -36,6 +42,7 @@ class DenseFaceLoader:
 
     RETURN_TYPES = ("DENSE_FACE",)
     RETURN_NAMES = ("dense_face",)
+    OUTPUT_TOOLTIPS = ("The loaded weights (pose branch, PC-adapter, identity projector, dense head if any).",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads Dense-Face weights (pose branch, PC-adapter, identity projector, dense head); "
@@ -55,14 +62,18 @@ class DenseFaceLoader:
 class DenseFaceApplyPCAdapter:
     """ApplyPCAdapter: turn the base model into face-generation mode."""
 
+    SEARCH_ALIASES = ["identity", "face swap", "personalization", "head pose"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         strength = {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.01}
         return {
             "required": {
-                "model": ("MODEL",),
-                "clip": ("CLIP",),
-                "dense_face": ("DENSE_FACE",),
+                "model": ("MODEL", {"tooltip": "The SD1.5 base model the weights were trained on (the authors': "
+                                               "DenseFace_face_generation_base.safetensors)."}),
+                "clip": ("CLIP", {"tooltip": "That checkpoint's CLIP (encodes the face prompt with the identity "
+                                             "token)."}),
+                "dense_face": ("DENSE_FACE", {"tooltip": "From Dense-Face Loader."}),
                 "face_id": ("FACE_ID", {"tooltip": "From Dense-Face ID Encoder (must match the weights' identity network)."}),
                 "pose_image": ("IMAGE", {"tooltip": "From Dense-Face Pose Image (256x256 for the authors' setting); "
                                                     "a batch gives each latent of the batch its own pose."}),
@@ -88,6 +99,9 @@ class DenseFaceApplyPCAdapter:
 
     RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("model", "positive", "negative")
+    OUTPUT_TOOLTIPS = ("A patched clone of the model (face-generation mode); the input model is untouched.",
+                       "The face prompt with the identity token, and the pose branch attached.",
+                       "The negative conditioning with the pose branch attached.")
     FUNCTION = "apply"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Face-generation mode: folds the PC-adapter into a clone of the model, adds the identity "

@@ -13,6 +13,8 @@ _SIZE = {"default": POSE_IMAGE_SIZE, "min": POSE_IMAGE_MIN_SIZE, "max": POSE_IMA
 class DenseFacePoseEuler:
     """PoseEuler -> PoseImage."""
 
+    SEARCH_ALIASES = ["head pose", "pose image", "euler angles", "yaw pitch roll"]  # node search in ComfyUI 0.38+
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
@@ -30,6 +32,7 @@ class DenseFacePoseEuler:
 
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("pose_image",)
+    OUTPUT_TOOLTIPS = ("The pose image (three head axes on white) for Apply PC-Adapter's pose_image.",)
     FUNCTION = "draw"
     CATEGORY = CATEGORY
     DESCRIPTION = "Draws the Dense-Face pose image (three coloured head axes) that conditions the pose branch."
@@ -40,6 +43,8 @@ class DenseFacePoseEuler:
 
 class DenseFacePoseGrid:
     """A batch of pose images over a yaw x pitch grid (the paper's pose-control figure)."""
+
+    SEARCH_ALIASES = ["head pose", "pose grid", "pose control"]  # node search in ComfyUI 0.38+
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -14,10 +14,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "workflows"
 
-# Default model names: what a user's ComfyUI typically holds (the runner can substitute them).
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
-DENSE_FACE = "dense_face_sd15.safetensors"
-ID_MODEL = "insightface/antelopev2"
+from dense_face.dense_face_core.official_checkpoint import ID_NETWORK_SUFFIX  # noqa: E402
+from dense_face.dense_face_core.official_install import FACE_BASE, FACE_WEIGHTS, TEXT_EDITING  # noqa: E402
+
+# Default model names: the authors' release as `dense-face install-official` installs it (the only real
+# Dense-Face weights today); the runner and the UI can substitute others.
+CHECKPOINT = FACE_BASE
+TEXT_CHECKPOINT = TEXT_EDITING
+DENSE_FACE = FACE_WEIGHTS
+ID_MODEL = "ir_se50:" + Path(FACE_WEIGHTS).stem + ID_NETWORK_SUFFIX
+NO_HEAD_NOTE = "blank pictures with a note"  # the authors' weights have no dense head: the preview says so
 FACE_PROMPT = "A close-up photo of * ."
 SCENE_PROMPT = "a detailed, realistic photo of a person wearing a hat on a beach, upper body"
 NEGATIVE = "cartoon, anime, painting, drawing, illustration, blurry, low quality, deformed"
@@ -45,7 +51,7 @@ o = Graph.out
 def _face_mode(g: Graph, ckpt: str, reference_title="Reference photo", face_batch_pose=None):
     """Loader, identity and the PC-adapter patch; returns (model, positive, negative) outputs' node id."""
     ref = g.add("LoadImage", reference_title, image="reference.png")
-    face_id = g.add("DenseFaceIDEncoder", "Identity (ArcFace)", reference=o(ref), id_model=ID_MODEL, provider="CPU",
+    face_id = g.add("DenseFaceIDEncoder", "Identity (reference photo)", reference=o(ref), id_model=ID_MODEL, provider="CPU",
                     landmarker="auto")
     weights = g.add("DenseFaceLoader", "Dense-Face weights", weights=DENSE_FACE)
     face_neg = g.add("CLIPTextEncode", "Face negative prompt", text="", clip=o(ckpt, 1))
@@ -60,13 +66,14 @@ def personalize(target: bool) -> dict:
         base = g.add("LoadImage", "Target photo", image="target.png")
         base_image = o(base)
     else:
-        scene = g.add("CLIPTextEncode", "Scene prompt", text=SCENE_PROMPT, clip=o(ckpt, 1))
-        negative = g.add("CLIPTextEncode", "Negative prompt", text=NEGATIVE, clip=o(ckpt, 1))
+        text = g.add("CheckpointLoaderSimple", "Text-editing model", ckpt_name=TEXT_CHECKPOINT)
+        scene = g.add("CLIPTextEncode", "Scene prompt", text=SCENE_PROMPT, clip=o(text, 1))
+        negative = g.add("CLIPTextEncode", "Negative prompt", text=NEGATIVE, clip=o(text, 1))
         empty = g.add("EmptyLatentImage", "Scene size", width=512, height=512, batch_size=1)
-        stage1 = g.add("KSampler", "Text-editing mode (plain model)", model=o(ckpt), positive=o(scene),
+        stage1 = g.add("KSampler", "Text-editing mode (plain model)", model=o(text), positive=o(scene),
                        negative=o(negative), latent_image=o(empty), seed=1, steps=30, cfg=7.5,
                        sampler_name="dpmpp_2m", scheduler="karras", denoise=1.0)
-        decoded = g.add("VAEDecode", "Base image", samples=o(stage1), vae=o(ckpt, 2))
+        decoded = g.add("VAEDecode", "Base image", samples=o(stage1), vae=o(text, 2))
         g.add("SaveImage", "Save base image", images=o(decoded), filename_prefix="dense_face_base")
         base_image = o(decoded)
     crop = g.add("DenseFaceCropMask", "Face crop + mask", image=base_image, crop_size=256, padding=0.0,
@@ -97,7 +104,8 @@ def personalize(target: bool) -> dict:
 
 def _annotations(g: Graph, patched: str, weights: str, latent: str, face: str) -> None:
     ann = g.add("DenseFaceAnnotationPredict", "Dense annotations", model=o(patched), dense_face=o(weights),
-                latent=o(latent), positive=o(patched, 1), timestep=50, seed=0, image=o(face))
+                latent=o(latent), positive=o(patched, 1), timestep=50, seed=0, image=o(face),
+                without_head=NO_HEAD_NOTE)
     g.add("PreviewImage", "Preview depth", images=o(ann, 0))
     g.add("PreviewImage", "Preview parsing", images=o(ann, 1))
     g.add("PreviewImage", "Preview landmarks", images=o(ann, 3))
@@ -141,7 +149,7 @@ def annotations() -> dict:
     face = g.add("VAEDecode", "Face", samples=o(sampled), vae=o(ckpt, 2))
     g.add("SaveImage", "Save face", images=o(face), filename_prefix="dense_face_annotated_face")
     ann = g.add("DenseFaceAnnotationPredict", "Dense annotations", model=o(patched), dense_face=o(weights),
-                latent=o(sampled), positive=o(patched, 1), timestep=50, seed=0, image=o(face))
+                latent=o(sampled), positive=o(patched, 1), timestep=50, seed=0, image=o(face), without_head="error")
     for index, name in ((0, "depth"), (1, "parsing"), (3, "landmarks")):
         g.add("SaveImage", f"Save {name}", images=o(ann, index), filename_prefix=f"dense_face_{name}")
     return g.nodes

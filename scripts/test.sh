@@ -11,5 +11,11 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
 fi
 export MPLCONFIGDIR=${MPLCONFIGDIR:-$(mktemp -d)}
 .venv/bin/python -m pytest -q "$@"
+# Compatibility pass on the 2024 ComfyUI build: the pack loads, the face-mode invariants hold, one
+# shipped workflow runs end to end on a real server and in process.
+echo "compatibility pass on the 2024 ComfyUI (.comfyui-2024):"
+COMFYUI_PATH="$PWD/.comfyui-2024" .venv/bin/python -m pytest -q tests/test_comfy_load.py tests/test_face_mode.py \
+  "tests/test_workflows_run.py::test_api_workflow_runs_on_server[dense_face_face_swap_api]" \
+  "tests/test_workflows_run.py::test_face_swap_demo_changes_only_the_face"
 echo "comfy node validate:"
 (home=$(mktemp -d); HOME=$home .venv/bin/comfy --skip-prompt --no-json node validate)

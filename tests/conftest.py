@@ -44,3 +44,14 @@ def comfy(tmp_path_factory):
     if LANDMARKER.is_file():
         (instance.models_dir / "mediapipe" / "face_landmarker.task").symlink_to(LANDMARKER)
     return instance
+
+
+@pytest.fixture(scope="session")
+def demo_cache(comfy, tmp_path_factory):
+    """An XDG cache folder holding the labelled random-weight demo set (full-size SD1.5-shaped), built once
+    for every test that needs it (subprocesses find it through XDG_CACHE_HOME)."""
+    from dense_face.headless.demo_set import write_demo_models
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    write_demo_models(cache / "dense-face" / "demo-models", host=comfy, log=lambda *_: None)
+    return cache

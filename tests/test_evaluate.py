@@ -363,7 +363,7 @@ def test_eval_server_mode_plumbing(celebs, analyzer, arcface_standin, landmarker
 
 
 @pytest.mark.slow
-def test_eval_end_to_end_demo(celebs, landmarker_path, tiny_clip, tmp_path):
+def test_eval_end_to_end_demo(celebs, landmarker_path, tiny_clip, demo_cache, tmp_path):
     """`dense-face eval` on 1 identity x 1 prompt x 1 seed, generated in-process through the runner on the
     RANDOM-weight demo set (2 steps). The metrics of random weights are meaningless: this checks the
     plumbing (generation, the run record, resuming, the table), not the numbers."""
@@ -372,13 +372,10 @@ def test_eval_end_to_end_demo(celebs, landmarker_path, tiny_clip, tmp_path):
     prompts.write_text("{person} wearing a hat on a beach\n")
     out = tmp_path / "out"
     env = dict(os.environ, DENSE_FACE_LANDMARKER=str(landmarker_path), HOME=str(tmp_path),
-               XDG_CACHE_HOME=str(tmp_path / "cache"), MPLCONFIGDIR=str(tmp_path / "mpl"))
+               XDG_CACHE_HOME=str(demo_cache), MPLCONFIGDIR=str(tmp_path / "mpl"))
     cmd = [sys.executable, "-m", "dense_face.evaluation.evaluate", "--identities", str(ids), "--prompts", str(prompts),
            "--seeds", "0", "--steps", "2", "--demo", "on", "--clip", str(tiny_clip), "--out", str(out)]
-    try:
-        _run_end_to_end(cmd, env, out)
-    finally:
-        shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # the 2 GB demo checkpoint
+    _run_end_to_end(cmd, env, out)
 
 
 def _run_end_to_end(cmd, env, out):

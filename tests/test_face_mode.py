@@ -369,11 +369,14 @@ def test_query_bias_patch_follows_comfy_patch_protocol(comfy, env):
     ours = m.model_options["transformer_options"]["patches_replace"]["attn2"][("output", 3, 0)]
     foreign = ours.previous  # ComfyUI's clone() deep-copies model_options: the wrapped patch is a copy
     assert isinstance(ours, QueryBiasPatch) and isinstance(foreign, Foreign) and ours.models() == ["foreign-model"]
+    replace = m.model_options["transformer_options"]["patches_replace"]["attn2"]
     m.model_patches_to(torch.float16)
-    assert ours.scaled_bias.dtype == torch.float16 and foreign.moved[-1] == torch.float16
+    moved = replace[("output", 3, 0)]
+    assert moved.scaled_bias.dtype == torch.float16 and foreign.moved[-1] == torch.float16
+    assert ours.scaled_bias.dtype == torch.float32  # a moved copy: the object other clones share is unchanged
     m.model_patches_to(torch.float32)
     m.model_patches_to(torch.float8_e4m3fn)
-    assert ours.scaled_bias.dtype == torch.float32  # an 8-bit storage dtype is not taken
+    assert replace[("output", 3, 0)].scaled_bias.dtype == torch.float32  # an 8-bit storage dtype is not taken
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, 8, generator=gen) for _ in range(3))  # attention that depends on q
@@ -394,8 +397,7 @@ def test_dense_features_captured_by_comfy_patches_equal_the_block_outputs(comfy,
     m, p, _n = apply(comfy, env)
     unet = m.model.diffusion_model
     out_before = unet.out  # a capture clone of an earlier test may still be patched in (until a model loads)
-    while isinstance(out_before, _RecordingOut):
-        out_before = out_before.inner
+    layers = list(out_before)
     hooked = {}
     hooks = [unet.output_blocks[b][-1].register_forward_hook(
         lambda _m, _i, out, b=b: hooked.__setitem__(b, out.detach().clone())) for b in (5, 8, 11)]
@@ -413,6 +415,35 @@ def test_dense_features_captured_by_comfy_patches_equal_the_block_outputs(comfy,
     with torch.inference_mode():
         again = capture_decoder_features(m, samples, p, timestep=300, seed=4, blocks=(5, 8, 11))
     assert all(torch.equal(again[b], captured[b]) for b in (5, 8, 11))  # a second run: same, no nested wrap
-    assert isinstance(unet.out, _RecordingOut) and unet.out.inner is out_before  # one wrapper, not nested
+    # the stand-in holds the very same layers under the same names (no nesting, no new weight paths)
+    assert isinstance(unet.out, _RecordingOut) and all(a is b for a, b in zip(unet.out, layers))
+    assert [n for n, _ in unet.out.named_parameters()] == [n for n, _ in torch.nn.Sequential(*layers).named_parameters()]
     sample(comfy, env["model"], env["pos"], env["neg"], steps=1)  # ComfyUI undoes the clone's patches
-    assert unet.out is out_before
+    assert not isinstance(unet.out, _RecordingOut) and all(a is b for a, b in zip(unet.out, layers))
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd21"])
+def test_placeholder_and_init_word_are_single_tokens_with_comfyuis_tokenizers(comfy, family):
+    """SD1 pads with the end token, SD2 with 0: the identity token's words are found either way."""
+    import importlib
+
+    import comfy.sd1_clip
+
+    try:  # 0.3.x keeps it under text_encoders/, 2024 builds at the top of comfy/
+        sd2_clip = importlib.import_module("comfy.text_encoders.sd2_clip")
+    except ImportError:
+        sd2_clip = importlib.import_module("comfy.sd2_clip")
+    from dense_face.dense_face_core.errors import DenseFaceInputError
+    from dense_face.nodes.comfy_side.identity_token import _single_token_id
+
+    class TokenizerOnly:  # what _single_token_id uses of a CLIP: its tokenizer and tokenize()
+        tokenizer = comfy.sd1_clip.SD1Tokenizer() if family == "sd15" else sd2_clip.SD2Tokenizer()
+
+        def tokenize(self, text):
+            return self.tokenizer.tokenize_with_weights(text)
+
+    clip = TokenizerOnly()
+    person, star = _single_token_id(clip, "person", "init word"), _single_token_id(clip, "*", "placeholder")
+    assert person != star and min(person, star) > 0
+    with pytest.raises(DenseFaceInputError, match="not a single CLIP token"):
+        _single_token_id(clip, "two words", "placeholder")

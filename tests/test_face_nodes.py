@@ -138,9 +138,37 @@ def test_id_encoder_and_embedding_nodes(comfy, landmarker_path, photos, shared_d
     assert choice in comfy.node("DenseFaceIDEncoder").INPUT_TYPES()["required"]["id_model"][0]
     (irse,) = node.encode(as_image(photos[0]), choice, "CPU")
     assert irse.model == "ir_se50" and irse.embedding.shape == (512,)
-    # a precomputed embedding: the authors' feat_file_v2
-    feat = shared_dir / "data/casia_toy/CASIAFaces/0000045/feat_file_v2/001.pth"
-    (loaded,) = comfy.node("DenseFaceLoadIDEmbedding").load(str(feat), "ir_se50")
-    assert loaded.model == "ir_se50" and abs(float(np.linalg.norm(loaded.embedding)) - 1) < 1e-5
-    with pytest.raises(Exception, match="path"):
-        comfy.node("DenseFaceLoadIDEmbedding").load("  ", "ir_se50")
+
+
+
+def test_load_id_embedding_chooses_only_files_comfyui_knows(comfy, shared_dir, tmp_path):
+    """The authors' feat_file_v2 from models/dense_face/embeddings/ or the input folder (two files with one
+    name stay apart); a path string, even to a real file, is never read."""
+    import shutil
+
+    import folder_paths
+
+    feat_dir = shared_dir / "data/casia_toy/CASIAFaces/0000045/feat_file_v2"
+    stored = comfy.models_dir / "dense_face" / "embeddings"
+    stored.mkdir(parents=True, exist_ok=True)
+    comfy.add_model_dir("dense_face_embeddings", stored)
+    shutil.copy(feat_dir / "001.pth", stored / "person.pth")
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    shutil.copy(feat_dir / "002.pth", inputs / "person.pth")  # the same name, another identity
+    (inputs / "photo.png").write_bytes(b"not an embedding")
+    old_input = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(inputs))
+    try:
+        node = comfy.node("DenseFaceLoadIDEmbedding")
+        choices = node.INPUT_TYPES()["required"]["embedding"][0]
+        assert "person.pth" in choices and "person.pth [input]" in choices and "photo.png [input]" not in choices
+        (from_models,) = node.load("person.pth", "ir_se50")
+        (from_input,) = node.load("person.pth [input]", "ir_se50")
+        assert from_models.model == "ir_se50" and abs(float(np.linalg.norm(from_models.embedding)) - 1) < 1e-5
+        assert not np.allclose(from_models.embedding, from_input.embedding)
+        for bad in (str(feat_dir / "001.pth"), "../../../etc/passwd", "../input/person.pth", "  "):
+            with pytest.raises(Exception, match="embeddings/ or in the input folder"):
+                node.load(bad, "ir_se50")
+    finally:
+        folder_paths.set_input_directory(old_input)

@@ -288,3 +288,50 @@ def test_diffusers_folder_base(tiny_net, tmp_path):
         a, b = module.state_dict(), base.modules()[name].state_dict()
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
     assert loaded.tokenizer("a photo of * .").input_ids == base.tokenizer("a photo of * .").input_ids
+
+
+def test_tokenizer_is_capped_at_the_text_encoders_positions(tmp_path):
+    """Current ComfyUI's sd1_tokenizer says model_max_length 8192 (the 2024 build's 77): the trainer
+    pads and truncates to the 77 positions of the CLIP text encoder whichever folder it finds."""
+    import json
+    import shutil
+
+    from dense_face.train.base_models import find_sd1_tokenizer, load_tokenizer
+
+    found = find_sd1_tokenizer()
+    claims = {}
+    for name, limit in (("current", 8192), ("old", 77)):
+        folder = tmp_path / name
+        shutil.copytree(found, folder)
+        cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        cfg["model_max_length"] = limit
+        (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+        tok = load_tokenizer(folder)
+        ids = tok(["a close-up photo of * ."], padding="max_length", max_length=tok.model_max_length,
+                  truncation=True).input_ids[0]
+        claims[name] = (tok.model_max_length, len(ids))
+    assert claims == {"current": (77, 77), "old": (77, 77)}
+
+
+def test_init_from_the_authors_init_checkpoint(tmp_path):
+    """`dense-face train --init-from-official FILE`: the authors' *init.ckpt (their Lightning names, a pickle
+    read with weights_only=True) initialises the pose branch, the PC-adapter and the identity projector."""
+    from dense_face.dense_face_core.official_checkpoint import to_official_state_dict
+    from dense_face.dense_face_core.random_weights import build_random_weights
+    from dense_face.train.base_models import load_base
+    from dense_face.train.config import load_config
+    from dense_face.train.model import build_net
+
+    fam = tm.tiny_family()
+    weights = build_random_weights(fam, seed=9, with_dense_head=False, id_embedding_model="ir_se50")
+    ckpt = tmp_path / "DenseFace_init.ckpt"
+    torch.save({"state_dict": to_official_state_dict(weights)}, ckpt)
+    cfg = load_config(CONFIG, ["model.init_from_official=" + str(ckpt)], str(tmp_path))
+    net = build_net(cfg, load_base(cfg["base"]))
+    for k, v in weights.pose_branch.items():
+        assert torch.equal(net.pose_branch.state_dict()[k], v), k
+    assert torch.equal(net.id_projector.projector.weight, weights.id_projector["projector.weight"])
+    layer = next(iter(weights.pc_adapter))
+    assert any(torch.equal(p, weights.pc_adapter[layer]) for p in net.pc_adapter.parameters())
+    with pytest.raises(Exception, match="exclude each other"):
+        load_config(CONFIG, ["model.init_from_official=" + str(ckpt), "model.init_from=x.safetensors"], str(tmp_path))

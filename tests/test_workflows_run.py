@@ -97,7 +97,7 @@ def test_api_workflow_runs_on_server(server, path, shared_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, tmp_path, monkeypatch):
+def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, demo_cache, tmp_path, monkeypatch):
     """`dense-face run` in-process on the random-weight demo set, on a real photo."""
     import subprocess
     import sys
@@ -105,7 +105,7 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, tmp_p
     target = shared_dir / "data/celebs/Yann_LeCun/01.jpg"
     out = tmp_path / "out"
     env = dict(os.environ, DENSE_FACE_LANDMARKER=str(landmarker_path), HOME=str(tmp_path),
-               XDG_CACHE_HOME=str(tmp_path / "cache"))
+               XDG_CACHE_HOME=str(demo_cache))
     proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "run", "--workflow", "dense_face_face_swap",
                            "--target", str(target), "--steps", "2", "--demo", "on", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=1500)

@@ -147,10 +147,14 @@ def find_sd1_tokenizer(explicit: str | None = None) -> Path:
         "(e.g. <SD diffusers folder>/tokenizer or ComfyUI/comfy/sd1_tokenizer), or set COMFYUI_PATH")
 
 
-def load_tokenizer(path: str | os.PathLike, family: BaseFamily | None = None):
+def load_tokenizer(path: str | os.PathLike, family: BaseFamily | None = None, max_positions: int = 77):
+    """The CLIP tokenizer, padding and truncating to the text encoder's positions (77 for SD1/SD2).
+
+    Tokenizer folders disagree about ``model_max_length`` (current ComfyUI's sd1_tokenizer says
+    8192, the 2024 build's 77); the text encoder takes ``max_positions`` tokens whatever they say."""
     from transformers import CLIPTokenizer
 
-    tok = CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
+    tok = CLIPTokenizer.from_pretrained(str(path), local_files_only=True, model_max_length=int(max_positions))
     if family is not None and family.name == "sd21" and tok.pad_token != "!":
         tok.pad_token = "!"  # SD2 pads with "!" (id 0), as its diffusers tokenizer and ComfyUI do
     return tok
@@ -175,7 +179,7 @@ def build_tiny_random(cfg_base: dict) -> BaseModels:
         fill_random_(unet, int(cfg_base.get("seed") or 0))
         text = CLIPTextModel(CLIPTextConfig(**text_cfg))
         vae = AutoencoderKL(**vae_cfg)
-    tok = load_tokenizer(find_sd1_tokenizer(cfg_base.get("tokenizer")), fam)
+    tok = load_tokenizer(find_sd1_tokenizer(cfg_base.get("tokenizer")), fam, text.config.max_position_embeddings)
     sched = DDPMScheduler(**SD_SCHEDULER, prediction_type=cfg_base.get("prediction_type") or "epsilon")
     return BaseModels(fam, unet, text, tok, vae, sched, f"tiny_random(seed={cfg_base.get('seed') or 0})").freeze()
 
@@ -195,7 +199,8 @@ def load_diffusers_folder(cfg_base: dict) -> BaseModels:
     text = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(root, subfolder="vae", local_files_only=True)
     tok_dir = cfg_base.get("tokenizer") or (root / "tokenizer" if (root / "tokenizer").is_dir() else None)
-    tok = load_tokenizer(find_sd1_tokenizer(str(tok_dir) if tok_dir else None), fam)
+    tok = load_tokenizer(find_sd1_tokenizer(str(tok_dir) if tok_dir else None), fam,
+                         text.config.max_position_embeddings)
     sched_kwargs = {}
     if (root / "scheduler" / "scheduler_config.json").is_file():
         sched = DDPMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
@@ -270,7 +275,7 @@ def load_single_file(cfg_base: dict) -> BaseModels:
     vae = AutoencoderKL(**vae_cfg)
     _load_strict(vae, sfu.convert_ldm_vae_checkpoint(sd, vae_cfg), "VAE")
 
-    tok = load_tokenizer(find_sd1_tokenizer(cfg_base.get("tokenizer")), fam)
+    tok = load_tokenizer(find_sd1_tokenizer(cfg_base.get("tokenizer")), fam, text.config.max_position_embeddings)
     pred = cfg_base.get("prediction_type") or "epsilon"
     sched = DDPMScheduler(**SD_SCHEDULER, prediction_type=pred)
     return BaseModels(fam, unet, text, tok, vae, sched, f"single_file:{cfg_base['path']}").freeze()

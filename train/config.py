@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "pose_init": "unet",            # unet (ControlNet practice: copy the UNet encoder) | random
         "train_input_block_adapters": True,  # the authors' code leaves them untrained (no_grad)
         "init_from": None,              # a Dense-Face .safetensors to start from (e.g. a converted official ckpt)
+        "init_from_official": None,     # or the authors' *init.ckpt / epoch*.ckpt itself (read with weights_only)
         "dense_head": {"enabled": True, "width": DEFAULT_WIDTH, "output_size": DEFAULT_OUTPUT_SIZE},
         "placeholder_token": "*",
         "init_word": "person",
@@ -113,6 +114,7 @@ SHORTCUTS = {
     "resume": "train.resume",
     "data_root": "data.root",
     "base_path": "base.path",
+    "init_from_official": "model.init_from_official",
 }
 
 
@@ -221,6 +223,8 @@ def validate(cfg: dict) -> None:
          f"base.kind must be diffusers, single_file or tiny_random, got {b['kind']!r}")
     need(b["kind"] == "tiny_random" or b["path"], f"base.path is required for base.kind={b['kind']}")
     need(m["adapter_init"] in ("copy", "zero"), "model.adapter_init must be copy or zero")
+    need(not (m.get("init_from") and m.get("init_from_official")),
+         "model.init_from and model.init_from_official exclude each other (give one starting point)")
     need(m["pose_init"] in ("unet", "random"), "model.pose_init must be unet or random")
     need(d["root"] or d["build"] or int(d["synthetic"] or 0) > 0,
          "set data.root (a build-dataset folder), data.build or data.synthetic")

@@ -315,6 +315,14 @@ def build_net(cfg: dict, base) -> DenseFaceNet:
         from ..dense_face_core.weight_file import load_weight_file
 
         net.load_weight_file_parts(load_weight_file(m["init_from"], expected_family=base.family))
+    elif m.get("init_from_official"):  # the authors' training initialisation (or a checkpoint of theirs)
+        from ..dense_face_core.official_checkpoint import read_official_weights
+
+        weights = read_official_weights(m["init_from_official"])
+        if weights.family.name != base.family.name:
+            raise DenseFaceInputError(f"model.init_from_official: {m['init_from_official']} is for "
+                                      f"{weights.family.name}, the base model is {base.family.name}")
+        net.load_weight_file_parts(weights)
     return net
 
 

@@ -4,7 +4,7 @@ The head reads the outputs of the output blocks in ``FEATURE_TAPS`` (5, 8, 11 fo
 ComfyUI calls every ``output_block_patch`` just before output block ``n`` runs, with ``h`` =
 the output of block ``n - 1``; the last block has no successor, and its output is exactly
 what the UNet's final ``out`` layers receive, so an object patch on ``diffusion_model.out``
-(undone by ComfyUI when another model loads) records it. Both patches go on a clone: the model the
+(the same layers under the same names, undone by ComfyUI when another model loads) records it. Both patches go on a clone: the model the
 user connected is never touched, and patches other packs registered stay in place (the
 ``out`` wrapper wraps whatever ``out`` is registered).
 
@@ -40,17 +40,23 @@ class FeatureCapture:
             self.features[self.last_block] = h
 
 
-class _RecordingOut(torch.nn.Module):
-    """Stands in for ``diffusion_model.out``: hands its input (the last block's output) to the capture."""
+class _RecordingOut(torch.nn.Sequential):
+    """Stands in for ``diffusion_model.out`` (a Sequential in every SD UNet): the same layers under the same
+    names, so weight paths such as ``out.2.weight`` do not change for ComfyUI's weight handling; its input
+    (the last block's output) goes to the capture first."""
 
-    def __init__(self, inner: torch.nn.Module, capture: FeatureCapture):
-        super().__init__()
-        self.inner = inner
-        self.capture = capture
+    def __init__(self, inner: torch.nn.Sequential, capture: FeatureCapture):
+        super().__init__(*inner)
+        object.__setattr__(self, "capture", capture)  # not a submodule
+
+    @property
+    def inner(self) -> torch.nn.Sequential:
+        """The plain ``out`` this one records for (built afresh from the shared layers)."""
+        return torch.nn.Sequential(*self)
 
     def forward(self, h):
         self.capture.record_last(h)
-        return self.inner(h)
+        return super().forward(h)
 
 
 def _model_object(model, name: str):
@@ -66,12 +72,13 @@ def _model_object(model, name: str):
     return obj
 
 
-def _unwrapped_out(model) -> torch.nn.Module:
-    """The ``out`` layers to wrap: a previous capture clone may still be patched in (ComfyUI undoes
-    patches when another model loads, not when a run ends), and must not be wrapped again."""
+def _plain_out(model) -> torch.nn.Sequential:
+    """The ``out`` layers to record for: a previous capture clone may still be patched in (ComfyUI undoes
+    patches when another model loads, not when a run ends); its layers are the original ones."""
     out = _model_object(model, "diffusion_model.out")
-    while isinstance(out, _RecordingOut):
-        out = out.inner
+    if not isinstance(out, torch.nn.Sequential):
+        raise DenseFaceError(f"the UNet's final layers are a {type(out).__name__}, not the SD layout's Sequential; "
+                             f"the dense head cannot read this model")
     return out
 
 
@@ -81,7 +88,7 @@ def capturing_clone(model, blocks) -> tuple[object, FeatureCapture]:
     capture = FeatureCapture(blocks, last)
     clone = model.clone()
     clone.set_model_output_block_patch(capture.output_block_patch)
-    clone.add_object_patch("diffusion_model.out", _RecordingOut(_unwrapped_out(model), capture))
+    clone.add_object_patch("diffusion_model.out", _RecordingOut(_plain_out(model), capture))
     return clone, capture
 
 

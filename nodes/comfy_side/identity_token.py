@@ -42,12 +42,22 @@ def _single_token_id(clip, word: str, name: str) -> int:
     tokens = clip.tokenize(word)
     seq = next(iter(tokens.values()))[0]
     ids = [t[0] for t in seq if isinstance(t[0], int)]
-    # [start, word..., end, pad...]: the word must be exactly one token
-    end = ids[-1]
-    inner = [i for i in ids[1:] if i != end]
+    # [start, word..., end, pad...]; SD1 pads with the end token, SD2 with 0: cut at the first end token
+    end = _end_token_id(clip, ids)
+    inner = ids[1:ids.index(end, 1)] if end in ids[1:] else ids[1:]
     if len(inner) != 1:
         raise DenseFaceInputError(f"{name} '{word}' is not a single CLIP token; choose a word the tokenizer keeps whole")
     return inner[0]
+
+
+def _end_token_id(clip, ids: list[int]) -> int:
+    """The tokenizer's end token (its own attribute where it has one, else the last id of an unpadded run)."""
+    tokenizer = getattr(clip, "tokenizer", None)
+    for inner in [tokenizer] + [getattr(tokenizer, a, None) for a in dir(tokenizer or object) if a.startswith("clip_")]:
+        end = getattr(inner, "end_token", None)
+        if isinstance(end, int):
+            return end
+    return ids[-1]
 
 
 def _token_embedding_table(clip, key: str) -> torch.Tensor:

@@ -9,6 +9,8 @@ ComfyUI the extra models of the patch it wraps.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ...dense_face_core.errors import DenseFaceError
@@ -23,18 +25,25 @@ class QueryBiasPatch:
         self.strength = float(strength)
         self.sigma_range = sigma_range  # (sigma at start_percent, sigma at end_percent); None = every step
         self.previous = previous
-        self.calls = 0
+        self._stats = {"calls": 0}  # shared by the moved copies (to() below), read by tests and benchmarks
+
+    @property
+    def calls(self) -> int:
+        return self._stats["calls"]
 
     def to(self, device_or_dtype):
-        """ComfyUI moves patches with the model (a device, then the model's dtype): move once, here.
+        """ComfyUI moves patches with the model (a device, then the model's dtype) and keeps what this returns:
+        a moved copy, so clones that share this patch on other devices (multi-GPU) never see it change.
 
         An 8-bit storage dtype (fp8 weights computed in a wider type) is not taken: the bias would
         lose its precision, and the call casts it to the attention's own dtype instead."""
-        if not (isinstance(device_or_dtype, torch.dtype) and device_or_dtype.itemsize < 2):
-            self.scaled_bias = self.scaled_bias.to(device_or_dtype)
+        if isinstance(device_or_dtype, torch.dtype) and device_or_dtype.itemsize < 2:
+            return self
+        moved = copy.copy(self)
+        moved.scaled_bias = self.scaled_bias.to(device_or_dtype)
         if hasattr(self.previous, "to"):
-            self.previous = self.previous.to(device_or_dtype)
-        return self
+            moved.previous = self.previous.to(device_or_dtype)
+        return moved
 
     def models(self) -> list:
         """Extra models ComfyUI must load for this patch: none of ours, those of the patch we wrap."""
@@ -53,7 +62,7 @@ class QueryBiasPatch:
         return end <= s <= start
 
     def __call__(self, q, k, v, extra_options):
-        self.calls += 1
+        self._stats["calls"] += 1
         if self.strength != 0.0 and self.active(extra_options):
             bias = self.scaled_bias
             if bias.device != q.device or bias.dtype != q.dtype:  # a caller that did not move the patches
@@ -63,7 +72,11 @@ class QueryBiasPatch:
             return self.previous(q, k, v, extra_options)
         from comfy.ldm.modules.attention import optimized_attention
 
-        return optimized_attention(q, k, v, extra_options["n_heads"])
+        kwargs = {}
+        if "attn_precision" in extra_options:  # 0.3.x: as ComfyUI's own CrossAttention calls it (SD2 fp32 upcast,
+            kwargs = {"attn_precision": extra_options["attn_precision"],  # attention overrides); 2024: 4 args
+                      "transformer_options": extra_options}
+        return optimized_attention(q, k, v, extra_options["n_heads"], **kwargs)
 
 
 def install_query_biases(model, biases: dict, strength: float, sigma_range=None) -> list[QueryBiasPatch]:
