@@ -12,21 +12,28 @@ import sys
 def _cmd_pose_image(args) -> int:
     from PIL import Image
 
-    from .dense_face_core.io_utils import atomic_save_png
+    from .dense_face_core.errors import DenseFaceInputError
+    from .dense_face_core.io_utils import atomic_save_png, check_output_path
     from .dense_face_core.pose import draw_pose_image
 
     img = draw_pose_image(args.yaw, args.pitch, args.roll, size=args.size)
-    atomic_save_png(Image.fromarray(img), args.out)
+    out = check_output_path(args.out, "--out")
+    try:
+        atomic_save_png(Image.fromarray(img), out)
+    except OSError as exc:  # what the check cannot foresee (disk full, a race): the user's path, not the temp file
+        raise DenseFaceInputError(f"--out {args.out}: could not write the PNG ({exc.strerror or exc})") from exc
     print(f"wrote {args.out} ({args.size}x{args.size}, yaw={args.yaw} pitch={args.pitch} roll={args.roll})")
     return 0
 
 
 def _cmd_analyze(args) -> int:
-    from .dense_face_core.errors import DenseFaceError
+    from .dense_face_core.errors import DenseFaceError, DenseFaceInputError
     from .dense_face_core.images import read_image
     from .dense_face_core.landmarker import FaceAnalyzer, find_landmarker_model
     from .dense_face_core.model_folders import comfyui_models_dirs
 
+    if args.max_faces < 1:
+        raise DenseFaceInputError(f"--max-faces: expected a whole number of at least 1, got {args.max_faces}")
     model = find_landmarker_model(args.landmarker, comfyui_models_dirs("mediapipe"))
     results, failed = [], 0
     with FaceAnalyzer(model, max_faces=args.max_faces) as analyzer:
@@ -94,6 +101,17 @@ def _cmd_bench(args) -> int:
     import importlib
 
     module = importlib.import_module(f"{__package__}.{BENCHMARKS[args.name]}")
+    if hasattr(module, "allocator"):
+        # A benchmark timed with the steady glibc allocator re-runs itself in a child process; the child is
+        # this command again (not the module's own __main__), so its errors are one line like any other.
+        from .bench import allocator
+
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--allocator", default="steady")
+        choice = pre.parse_known_args(args.rest)[0].allocator
+        code = allocator.rerun_steady(f"{__package__}.cli", ["bench", args.name, *args.rest], choice)
+        if code is not None:
+            return code
     return int(module.main(args.rest) or 0)
 
 

@@ -66,3 +66,40 @@ def atomic_save_png(pil_image, path) -> None:
 def atomic_write_text(path, text: str) -> None:
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+def check_output_path(given, option: str = "--out", folder: bool = False) -> Path:
+    """Refuse, before any work starts, an output the user named that cannot be written; creates nothing.
+
+    ``given`` is a file to write (``folder=False``) or a folder to create or fill. Refused, with a
+    :class:`DenseFaceInputError` naming ``option`` and ``given``: an empty name, a folder where a file
+    goes (or a file where a folder goes), a path below a file, and a path whose nearest existing
+    folder this process cannot create files in (probed with a nameless temporary file, so even root
+    on a read-only file system or /proc is caught). Returns the path, ``~`` expanded.
+    """
+    from .errors import DenseFaceInputError
+
+    want = "folder" if folder else "file"
+    if given is None or not str(given).strip():
+        raise DenseFaceInputError(f"{option}: expected the path of an output {want}, got an empty name")
+    path = Path(given).expanduser()
+    try:
+        if path.is_dir() and not folder:
+            raise DenseFaceInputError(f"{option} {given}: is a folder; expected the path of a file to write "
+                                      f"(e.g. {path / 'out.png'})")
+        if path.exists() and not path.is_dir() and folder:
+            raise DenseFaceInputError(f"{option} {given}: is a file; expected a folder (created if missing)")
+        start = path.absolute() if folder else path.absolute().parent  # a file is replaced, its folder written
+        existing = next(p for p in (start, *start.parents) if p.exists() or p == p.parent)
+    except OSError as exc:  # e.g. a folder on the way this process may not look into
+        raise DenseFaceInputError(f"{option} {given}: cannot be checked ({exc.strerror or exc})") from exc
+    if not existing.is_dir():
+        raise DenseFaceInputError(f"{option} {given}: {existing} is a file, so nothing can be written below it; "
+                                  f"expected a path in a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise DenseFaceInputError(f"{option} {given}: cannot write in the folder {existing} "
+                                  f"({exc.strerror or exc}); expected a writable location") from exc
+    return path

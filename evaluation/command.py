@@ -48,7 +48,8 @@ def _what_options(p: argparse.ArgumentParser) -> None:
 def _where_options(p: argparse.ArgumentParser) -> None:
     where = p.add_argument_group("where it runs (as dense-face run)")
     ex = where.add_mutually_exclusive_group()
-    ex.add_argument("--comfy-url")
+    ex.add_argument("--comfy-url", help="ComfyUI server(s): URL, or URL1,URL2,... to spread the generations over "
+                                        "several servers (one per GPU or machine), each keeping its models loaded")
     ex.add_argument("--comfyui")
     where.add_argument("--models-dir")
     where.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",

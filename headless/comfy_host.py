@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -95,6 +96,7 @@ class InProcessComfy:
     def __init__(self, root: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
                  cpu: bool = True):
         self.source, self.root = find_comfyui_source(root)
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="dense-face-comfy-"))
         if str(self.root) not in sys.path:
             sys.path.insert(0, str(self.root))
@@ -131,6 +133,23 @@ class InProcessComfy:
     def add_model_dir(self, kind: str, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         self.folder_paths.add_model_folder_path(kind, str(path))
+
+    def choices(self, class_type: str, input_name: str) -> list[str] | None:
+        """The values a node offers for a COMBO input now (None: no such node or input)."""
+        cls = self.nodes.NODE_CLASS_MAPPINGS.get(class_type)
+        if cls is None:
+            return None
+        inputs = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            spec = inputs.get(section, {}).get(input_name)
+            if spec is not None:
+                return list(spec[0]) if isinstance(spec[0], (list, tuple)) else None
+        return None
+
+    def close(self) -> None:
+        """Remove the working folder this host made for itself (a folder it was given stays)."""
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def node(self, name: str):
         return self.nodes.NODE_CLASS_MAPPINGS[name]()

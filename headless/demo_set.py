@@ -12,7 +12,9 @@ file carries a ``dense_face_demo`` note.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -52,10 +54,35 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, host=None, log=prin
     if all(p.is_file() for p in paths.values()):
         log(f"demo models: reusing the random-weight set in {models_dir}")
         return paths
-    from . import random_sd as rm
     from .comfy_host import InProcessComfy
 
-    host = host or InProcessComfy()
+    host = host or InProcessComfy()  # ComfyUI imported (and its log set up) before any model class is built
+    with comfy_log_quiet():
+        _build_missing(paths, seed, log)
+    (models_dir / MARKER).write_text(json.dumps({"note": DEMO_NOTE, "files": {k: str(v) for k, v in paths.items()}},
+                                                indent=1))
+    for kind, p in paths.items():
+        log(f"demo models: {kind:11s} {p}  (RANDOM WEIGHTS)")
+    return paths
+
+
+@contextlib.contextmanager
+def comfy_log_quiet(level: int = logging.ERROR):
+    """ComfyUI reports through the root logger (``logging.warning("Missing VAE keys [...]")``, some 10 KB for
+    models built empty and then filled); while the demo set is built they are expected, not failures, so
+    only errors pass. Our own progress goes through ``log``, not ``logging``."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(before, level))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def _build_missing(paths: dict[str, Path], seed: int, log) -> None:
+    from . import random_sd as rm
+
     if not paths["insightface"].is_file():
         export_random_arcface(paths["insightface"], seed)
     if not paths["dense_face"].is_file():
@@ -69,11 +96,6 @@ def write_demo_models(models_dir: str | Path, seed: int = 0, host=None, log=prin
         sd = checkpoint_state_dict(model, clip, vae)
         del model, clip, vae
         save_safetensors_atomic(paths["checkpoints"], sd, {"dense_face_demo": DEMO_NOTE})
-    (models_dir / MARKER).write_text(json.dumps({"note": DEMO_NOTE, "files": {k: str(v) for k, v in paths.items()}},
-                                                indent=1))
-    for kind, p in paths.items():
-        log(f"demo models: {kind:11s} {p}  (RANDOM WEIGHTS)")
-    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,30 +1,27 @@
-"""One workflow executed by ComfyUI's own executor inside this process, progress on stderr."""
+"""Workflows executed by ComfyUI's own executor inside this process, with live progress on stderr."""
 from __future__ import annotations
 
-import sys
-import time
 import uuid
 from pathlib import Path
 
 from ..dense_face_core.errors import DenseFaceError, DenseFaceInputError
+from .progress import ProgressPrinter
 
 
 class _HeadlessServer:
-    """The little of PromptServer that ComfyUI's executor talks to: progress goes to stderr."""
+    """The little of PromptServer that ComfyUI's executor talks to: events go to the progress printer."""
 
-    def __init__(self, titles: dict[str, str]):
+    def __init__(self):
         self.client_id = None
         self.last_node_id = None
         self.last_prompt_id = None
         self.sockets_metadata: dict = {}
-        self.titles = titles
+        self.printer = ProgressPrinter()
         self.errors: list = []
-        self.started = time.time()
 
     def send_sync(self, event, data, sid=None):
         if event == "executing" and isinstance(data, dict) and data.get("node"):
-            node = str(data["node"])
-            print(f"[{time.time() - self.started:7.1f}s] {self.titles.get(node, node)}", file=sys.stderr)
+            self.printer.executing(data["node"])
         elif event == "execution_error":
             self.errors.append(data)
 
@@ -32,23 +29,63 @@ class _HeadlessServer:
         pass
 
 
-def _progress_hook(value, total, preview=None, *args, **kwargs):
-    if total and (value == total or value % max(1, total // 10) == 0):
-        print(f"            step {value}/{total}", file=sys.stderr)
+class InProcessRunner:
+    """ComfyUI's own executor in this process, one for every run of a command: the models it loaded stay
+    loaded between runs (an evaluation does not reload the checkpoint for every generation)."""
+
+    def __init__(self, host):
+        import execution
+
+        self.host = host
+        self.server = _HeadlessServer()
+        self.executor = new_executor(execution, self.server)
+
+    def run(self, wf: dict, out_dir: Path) -> list[Path]:
+        import comfy.utils
+
+        titles = {k: v.get("_meta", {}).get("title", v["class_type"]) for k, v in wf.items()}
+        outputs = _validated_outputs(wf, titles)
+        self.server.printer = ProgressPrinter(titles)
+        self.server.errors = []
+        comfy.utils.set_progress_bar_global_hook(lambda value, total, *a, **k: self.server.printer.step(value, total))
+        before = _files_under(out_dir)
+        written = self._execute(wf, outputs, titles, out_dir, before)
+        if not written and any(n["class_type"] == "SaveImage" for n in wf.values()):
+            # every node came from the executor's cache (the same graph and inputs as a run before):
+            # run it afresh so the files are written again
+            self.executor.reset()
+            written = self._execute(wf, outputs, titles, out_dir, before)
+        self.server.printer.finished(f"{len(written)} file(s)")
+        return written
+
+    def _execute(self, wf, outputs, titles, out_dir, before) -> list[Path]:
+        try:
+            self.executor.execute(wf, str(uuid.uuid4()), {"client_id": "dense-face-cli"}, outputs)
+        except KeyboardInterrupt:
+            import comfy.model_management
+
+            comfy.model_management.interrupt_current_processing(False)
+            kept = sorted(_files_under(out_dir) - before)
+            self.server.printer.note(f"interrupted; {len(kept)} file(s) had been written to {out_dir}")
+            raise
+        if not getattr(self.executor, "success", True) or self.server.errors:
+            err = self.server.errors[-1] if self.server.errors else {}
+            node = titles.get(str(err.get("node_id")), err.get("node_type", "?"))
+            message = str(err.get("exception_message", "execution failed")).strip()
+            raise DenseFaceError(f"ComfyUI stopped at '{node}': {message}")
+        return sorted(_files_under(out_dir) - before)
 
 
-def run_in_process(host, wf: dict, out_dir: Path) -> list[Path]:
+def _validated_outputs(wf: dict, titles: dict) -> list:
+    """ComfyUI's own validation (sync in 2024, async with a prompt id in 0.3.x); its output nodes."""
     import asyncio
     import inspect
 
-    import comfy.utils
     import execution
 
-    titles = {k: v.get("_meta", {}).get("title", v["class_type"]) for k, v in wf.items()}
-    prompt_id = str(uuid.uuid4())
     validate = execution.validate_prompt
     if "prompt_id" in inspect.signature(validate).parameters:
-        result = validate(prompt_id, wf, None)
+        result = validate(str(uuid.uuid4()), wf, None)
     else:
         result = validate(wf)
     if inspect.iscoroutine(result):
@@ -57,16 +94,12 @@ def run_in_process(host, wf: dict, out_dir: Path) -> list[Path]:
     if not valid:
         raise DenseFaceInputError(f"the workflow does not validate: {error.get('message')} "
                                   f"{_format_node_errors(node_errors, titles)}")
-    server = _HeadlessServer(titles)
-    executor = new_executor(execution, server)
-    comfy.utils.set_progress_bar_global_hook(_progress_hook)
-    before = _files_under(out_dir)
-    executor.execute(wf, prompt_id, {"client_id": "dense-face-cli"}, outputs)
-    if not getattr(executor, "success", True) or server.errors:
-        err = server.errors[-1] if server.errors else {}
-        node = titles.get(str(err.get("node_id")), err.get("node_type", "?"))
-        raise DenseFaceError(f"ComfyUI stopped at '{node}': {err.get('exception_message', 'execution failed')}")
-    return sorted(_files_under(out_dir) - before)
+    return outputs
+
+
+def run_in_process(host, wf: dict, out_dir: Path) -> list[Path]:
+    """One run on a runner of its own (tests, one-off calls); sessions keep one InProcessRunner."""
+    return InProcessRunner(host).run(wf, out_dir)
 
 
 def new_executor(execution, server):

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..dense_face_core.io_utils import atomic_write_text
 from ..dense_face_core.model_folders import default_cache_dir
 from .server_client import run_on_server
 from .session import DEMO_BANNER, RunSession
@@ -58,18 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .preflight import preflight
+
+    preflight(args)  # cheap checks of the user's inputs before any model loads
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    session = RunSession(args.workflow, comfy_url=args.comfy_url, comfyui=args.comfyui, models_dir=args.models_dir,
-                         demo=args.demo, demo_dir=args.demo_dir, device=args.device,
-                         model_names={"checkpoint": args.checkpoint, "text_checkpoint": args.text_checkpoint,
-                                      "weights": args.weights,
-                                      "id_model": args.id_model})
-    images = session.images(args.target, args.reference, args.reference_embedding)
-    _wf, notes, written = session.run(out_dir, images, args)
+    with RunSession(args.workflow, comfy_url=args.comfy_url, comfyui=args.comfyui, models_dir=args.models_dir,
+                    demo=args.demo, demo_dir=args.demo_dir, device=args.device,
+                    model_names={"checkpoint": args.checkpoint, "text_checkpoint": args.text_checkpoint,
+                                 "weights": args.weights, "id_model": args.id_model}) as session:
+        images = session.images(args.target, args.reference, args.reference_embedding)
+        _wf, notes, written = session.run(out_dir, images, args)
     summary = {"workflow": str(session.wf_path), "demo_random_weights": session.demo, "overrides": notes,
                "outputs": [str(p) for p in written]}
-    (out_dir / "run_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out_dir / "run_summary.json", json.dumps(summary, indent=1) + "\n")
     print(f"\n{session.wf_path.name}: {len(written)} file(s) written to {out_dir}")
     for p in written:
         print(f"  {p.relative_to(out_dir) if p.is_relative_to(out_dir) else p}")

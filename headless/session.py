@@ -1,9 +1,12 @@
 """A run session: one workflow on one ComfyUI (in this process or a server), for one run or many.
 
-With ``--demo auto`` (the default) a workflow whose models are missing runs on the
-labelled random-weight demo set of ``dense-face demo-weights``; the text-editing stage of
-random weights cannot draw a face, so the personalisation workflow then runs as a face
-swap on photos that ship in installed packages, and the output says so.
+Models are checked before anything runs, against what the ComfyUI that runs the workflow
+offers (the same check in process and on a server). With ``--demo auto`` (the default) a
+workflow whose models are missing runs on the labelled random-weight demo set of
+``dense-face demo-weights`` (built here in process; it must be on the server for a server
+run); the text-editing stage of random weights cannot draw a face, so the personalisation
+workflow then runs as a face swap on photos that ship in installed packages, and says so.
+Temporary folders are removed when the session closes, whatever way it ends.
 """
 from __future__ import annotations
 
@@ -18,14 +21,16 @@ from pathlib import Path
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
 from ..dense_face_core.model_folders import WORKFLOW_DIR, default_cache_dir
 from ..dense_face_core.packaged_photos import packaged_photo
-from .in_process import run_in_process
+from .in_process import InProcessRunner
+from .model_resolution import demo_available, missing_message, missing_models, use_demo_models
 from .overrides import apply_overrides, place_inputs
-from .server_client import run_on_server
-from .workflow_graph import (MODEL_INPUTS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, TITLE_TEXT_MODEL, load_api_workflow, nodes_of,
-                             nodes_titled, required_models, resolve_workflow, use_demo_models)
+from .server_client import ComfyServer, run_on_server
+from .workflow_graph import (MODEL_INPUTS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, TITLE_TEXT_MODEL,
+                             load_api_workflow, nodes_of, nodes_titled, resolve_workflow)
 
 DEMO_BANNER = ("DEMO MODE - RANDOM WEIGHTS: no trained models were found, so the graph runs on the labelled "
                "random-weight demo set. It proves the workflow runs; the images are NOT faces or likenesses.")
+MODEL_KINDS = ("checkpoints", "dense_face", "dense_face_embeddings", "insightface", "mediapipe", "vae", "controlnet")
 
 
 def _existing_file(given: str | os.PathLike, option: str) -> Path:
@@ -39,15 +44,8 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-MODEL_KINDS = ("checkpoints", "dense_face", "insightface", "mediapipe", "vae", "controlnet")
-
-
 class RunSession:
-    """One workflow on one ComfyUI (in-process or a server), for one run or many (the evaluation).
-
-    It decides once whether the demo set is needed (and then switches the personalisation
-    workflow to the face swap), and keeps the in-process ComfyUI for every run.
-    """
+    """Decides once about models and the demo set; keeps one ComfyUI (and one executor) for every run."""
 
     def __init__(self, workflow: str, *, comfy_url: str | None = None, comfyui: str | None = None,
                  models_dir: str | None = None, demo: str = "auto", demo_dir: str | None = None,
@@ -57,36 +55,50 @@ class RunSession:
         self.wf_path = resolve_workflow(workflow)
         self.base_wf = load_api_workflow(self.wf_path)
         self.model_names = {k: v for k, v in (model_names or {}).items() if v}
-        self.host = None
-        self.demo = False
-        self.demo_paths = None
-        self.switched = False  # personalisation replaced by the face swap (demo)
+        self.host = self.server = self._runner = None
+        self.demo = self.switched = False  # switched: personalisation replaced by the face swap (demo)
+        self._temp_dirs: list[Path] = []
         if comfy_url:
-            if demo == "on":
-                raise DenseFaceInputError("--demo on runs in-process only (not with --comfy-url)")
-            return
+            self.server = ComfyServer(comfy_url)
+        else:
+            self._start_host(comfyui, models_dir, device)
+        self._decide_models(demo, demo_dir)
+
+    # ------------------------------------------------------------ setup
+    def _start_host(self, comfyui, models_dir, device) -> None:
         import torch
 
         from .comfy_host import InProcessComfy
 
         cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         self.host = InProcessComfy(comfyui, cpu=cpu)
-        log(f"in-process ComfyUI on the {'CPU' if cpu else 'GPU'}: {self.host.root}")
+        self.log(f"in-process ComfyUI on the {'CPU' if cpu else 'GPU'}: {self.host.root}")
         if models_dir:
             for kind in MODEL_KINDS:
                 self.host.add_model_dir(kind, Path(models_dir) / kind)
-        use_demo = demo == "on"
-        if demo == "auto":
-            missing = self.missing_models(self._graph())
-            use_demo = bool(missing)
+
+    @property
+    def where(self) -> str:
+        return f"the ComfyUI server at {self.server.url}" if self.server else f"the ComfyUI at {self.host.root}"
+
+    def choices(self, class_type: str, input_name: str):
+        return (self.server or self.host).choices(class_type, input_name)
+
+    def _decide_models(self, demo: str, demo_dir: str | None) -> None:
+        missing = missing_models(self._graph(), self.choices)
+        if demo == "off" or (demo == "auto" and not missing):
             if missing:
-                log("models not found: " + ", ".join(f"{n} (models/{k})" for k, n in missing))
-        if use_demo:
-            self._enable_demo(demo_dir)
+                raise MissingModelError(missing_message(missing, self.where))
+            return
+        if missing:
+            self.log("models not found: " + ", ".join(f"{m.value} ({m.title})" for m in missing))
+        self._enable_demo(demo_dir)
 
     def _enable_demo(self, demo_dir: str | None) -> None:
-        from .demo_set import write_demo_models
-
+        if self.server is not None and not demo_available(self.choices):
+            raise MissingModelError(f"{self.where} has neither the workflow's models nor the demo set: on that "
+                                    f"machine run `dense-face demo-weights --models-dir <its ComfyUI>/models`, or "
+                                    f"install the models")
         self.log("\n" + "=" * 100 + f"\n{DEMO_BANNER}\n" + "=" * 100 + "\n")
         if nodes_titled(self.base_wf, TITLE_SCENE):
             self.wf_path = WORKFLOW_DIR / "dense_face_face_swap_api.json"
@@ -94,19 +106,18 @@ class RunSession:
             self.switched = True
             self.log("demo: random weights cannot render a scene with a face in the text-editing stage, so the "
                      f"face-swap workflow runs instead ({self.wf_path.name}); a scene prompt has no stage to go to.")
-        folder = Path(demo_dir or default_cache_dir() / "demo-models")
-        self.demo_paths = write_demo_models(folder, host=self.host, log=self.log)
-        for kind in ("checkpoints", "dense_face", "insightface"):
-            self.host.add_model_dir(kind, folder / kind)
+        if self.host is not None:
+            from .demo_set import write_demo_models
+
+            folder = Path(demo_dir or default_cache_dir() / "demo-models")
+            write_demo_models(folder, host=self.host, log=self.log)
+            for kind in ("checkpoints", "dense_face", "insightface"):
+                self.host.add_model_dir(kind, folder / kind)
         self.demo = True
 
     def _graph(self) -> dict:
         """A fresh copy of the workflow with the chosen model names set."""
         wf = json.loads(json.dumps(self.base_wf))
-        self._set_models(wf)
-        return wf
-
-    def _set_models(self, wf: dict) -> None:
         for key, cls in (("checkpoint", "CheckpointLoaderSimple"), ("weights", "DenseFaceLoader")):
             if key in self.model_names:
                 for i in nodes_of(wf, cls):
@@ -117,10 +128,11 @@ class RunSession:
         if "id_model" in self.model_names:
             for i in nodes_of(wf, "DenseFaceIDEncoder"):
                 wf[i]["inputs"]["id_model"] = self.model_names["id_model"]
+        if self.demo:
+            use_demo_models(wf)
+        return wf
 
-    def missing_models(self, wf: dict) -> list[tuple[str, str]]:
-        return [(k, n) for k, n in required_models(wf) if self.host.folder_paths.get_full_path(k, n) is None]
-
+    # ------------------------------------------------------------ inputs and runs
     def images(self, target: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
                reference_embedding: str | os.PathLike | None = None) -> dict[str, Path]:
         """The input files this workflow needs, by role (packaged photos stand in for the demo)."""
@@ -149,13 +161,29 @@ class RunSession:
         if self.switched and getattr(overrides, "prompt", None) is not None:
             overrides = argparse.Namespace(**{**vars(overrides), "prompt": None})
             self.log("demo: the scene prompt is not used (the face swap has no text-editing stage)")
-        if self.host is None:  # the server names the uploads; the notes name the user's files
+        if self.server is not None:  # the server names the uploads; the notes name the user's files
             notes = [f"{role.replace('_', ' ')}: {Path(p).name}" for role, p in images.items()]
             notes += apply_overrides(wf, overrides)
-            return wf, notes, run_on_server(self.comfy_url, wf, images, out_dir)
+            return wf, notes, run_on_server(self.server.url, wf, images, out_dir)
+        names = self._stage_inputs(images, inputs_dir)
         import folder_paths
 
-        inputs_dir = Path(inputs_dir or tempfile.mkdtemp(prefix="dense-face-inputs-"))
+        folder_paths.set_output_directory(str(out_dir))
+        folder_paths.set_temp_directory(str(out_dir / "previews"))
+        notes = place_inputs(wf, names) + apply_overrides(wf, overrides)
+        self.log(f"running {self.wf_path.name} in-process")
+        if self._runner is None:
+            self._runner = InProcessRunner(self.host)
+        return wf, notes, self._runner.run(wf, out_dir)
+
+    def _stage_inputs(self, images: dict[str, Path], inputs_dir: Path | None) -> dict[str, str]:
+        """Copies of the inputs, by role, in the input folder this ComfyUI reads (a temporary one by default)."""
+        import folder_paths
+
+        if inputs_dir is None:
+            inputs_dir = Path(tempfile.mkdtemp(prefix="dense-face-inputs-"))
+            self._temp_dirs.append(inputs_dir)
+        inputs_dir = Path(inputs_dir)
         inputs_dir.mkdir(parents=True, exist_ok=True)
         names = {}
         for role, path in images.items():
@@ -164,14 +192,19 @@ class RunSession:
                 shutil.copyfile(path, dest)
             names[role] = dest.name
         folder_paths.set_input_directory(str(inputs_dir))
-        folder_paths.set_output_directory(str(out_dir))
-        folder_paths.set_temp_directory(str(out_dir / "previews"))
-        notes = place_inputs(wf, names) + apply_overrides(wf, overrides)
-        if self.demo:
-            use_demo_models(wf, self.demo_paths)
-        missing = self.missing_models(wf)
-        if missing:
-            raise MissingModelError("models not found: " + "; ".join(
-                f"{n} belongs in ComfyUI/models/{k}/" for k, n in missing) + " (or run with --demo auto)")
-        self.log(f"running {self.wf_path.name} in-process")
-        return wf, notes, run_in_process(self.host, wf, out_dir)
+        return names
+
+    # ------------------------------------------------------------ the end
+    def close(self) -> None:
+        """Remove every temporary folder (copies of the user's photos, the host's work folder)."""
+        for folder in self._temp_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._temp_dirs.clear()
+        if self.host is not None:
+            self.host.close()
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..dense_face_core.errors import DenseFaceInputError
 from ..dense_face_core.model_folders import WORKFLOW_DIR
-from ..dense_face_core.random_weights import DEMO_ID_MODEL
 
 TITLE_TARGET = "Target photo"
 TITLE_REFERENCE = "Reference photo"
@@ -56,22 +55,3 @@ def nodes_titled(wf: dict, title: str) -> list[str]:
 
 def nodes_of(wf: dict, *class_types: str) -> list[str]:
     return [k for k, v in wf.items() if v["class_type"] in class_types]
-
-
-def required_models(wf: dict) -> list[tuple[str, str]]:
-    """(folder, file name) of every model file the workflow loads."""
-    out = []
-    for node in wf.values():
-        spec = MODEL_INPUTS.get(node["class_type"])
-        if spec and isinstance(node["inputs"].get(spec[0]), str):
-            out.append((spec[1], node["inputs"][spec[0]]))
-    return out
-
-
-def use_demo_models(wf: dict, paths: dict) -> None:
-    for i in nodes_of(wf, "CheckpointLoaderSimple"):
-        wf[i]["inputs"]["ckpt_name"] = paths["checkpoints"].name
-    for i in nodes_of(wf, "DenseFaceLoader"):
-        wf[i]["inputs"]["weights"] = paths["dense_face"].name
-    for i in nodes_of(wf, "DenseFaceIDEncoder"):
-        wf[i]["inputs"]["id_model"] = DEMO_ID_MODEL

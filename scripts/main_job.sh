@@ -20,6 +20,7 @@ if [ -z "${DENSE_FACE_LANDMARKER:-}" ]; then
   mkdir -p "$(dirname "$DENSE_FACE_LANDMARKER")"
   echo "main job: downloading the MediaPipe face landmarker from $URL"
   if ! curl -fsSL "$URL" -o "$DENSE_FACE_LANDMARKER.part"; then
+    rm -f "$DENSE_FACE_LANDMARKER.part"  # a cut-off download is not left behind
     echo "main job: could not download $URL" >&2
     echo "main job: download it on a machine that can, then put it at $DENSE_FACE_LANDMARKER" >&2
     echo "          (or set DENSE_FACE_LANDMARKER=/path/to/face_landmarker.task)" >&2

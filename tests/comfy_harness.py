@@ -104,3 +104,58 @@ class ComfyServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self._log.close()
+
+
+TEST_PACK = Path(__file__).resolve().parent / "comfy_test_pack"
+TINY_ID_MODEL = "insightface/tiny_test_RANDOM"
+
+
+def start_tiny_server(work: Path, landmarker_path: Path, extra_env: dict | None = None) -> ComfyServer:
+    """A ready ComfyUI server with our pack, the test pack (tiny model detection) and tiny model files:
+    tiny_sd15.safetensors, tiny_dense_face.safetensors, the ArcFace-shaped insightface/tiny_test_RANDOM."""
+    import tiny_models as tm
+    from dense_face.dense_face_core.random_weights import build_random_weights, export_random_arcface
+    from dense_face.dense_face_core.weight_file import save_safetensors_atomic, save_weight_file
+    from dense_face.headless.demo_set import checkpoint_state_dict
+
+    clip_cfg = work / "tiny_clip.json"
+    clip = tm.tiny_clip(work)  # writes tiny_clip_config.json
+    shutil.copy(work / "tiny_clip_config.json", clip_cfg)
+    srv = ComfyServer(work, extra_env={"DENSE_FACE_TEST_TINY_CLIP": str(clip_cfg),
+                                       "DENSE_FACE_ALLOW_CUSTOM_FAMILIES": "1", **(extra_env or {})},
+                      extra_packs=(TEST_PACK,))
+    try:
+        models = srv.root / "models"
+        sd = checkpoint_state_dict(tm.tiny_model(seed=0), clip, tm.random_models.build_vae(seed=0))
+        save_safetensors_atomic(models / "checkpoints" / "tiny_sd15.safetensors", sd, {})
+        w = build_random_weights(tm.tiny_family(), seed=1, dense_head_width=32, id_embedding_model=TINY_ID_MODEL)
+        save_weight_file(models / "dense_face" / "tiny_dense_face.safetensors", w.tensors(), w.metadata)
+        export_random_arcface(models / "insightface" / "models" / TINY_ID_MODEL.split("/")[1] / "arcface.onnx")
+        (models / "mediapipe").mkdir(exist_ok=True)
+        (models / "mediapipe" / "face_landmarker.task").symlink_to(landmarker_path)
+        srv.wait_ready()
+        return srv
+    except BaseException:
+        srv.stop()
+        raise
+
+
+def tiny_workflow(wf: dict) -> dict:
+    """A shipped API workflow on the tiny test models (2 steps; no face needed in a random stage 1)."""
+    import copy
+
+    wf = copy.deepcopy(wf)
+    for node in wf.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = "tiny_sd15.safetensors"
+        elif node["class_type"] == "DenseFaceLoader":
+            inputs["weights"] = "tiny_dense_face.safetensors"
+        elif node["class_type"] == "DenseFaceIDEncoder":
+            inputs["id_model"] = TINY_ID_MODEL
+        elif node["class_type"] == "DenseFaceCropMask":
+            # a random-weight text-editing stage draws no face: let the graph run on without one
+            inputs["on_no_face"] = "pass through (empty mask)"
+        if "steps" in inputs:
+            inputs["steps"] = 2
+    return wf

@@ -340,6 +340,8 @@ def test_eval_server_mode_plumbing(celebs, analyzer, arcface_standin, landmarker
     from dense_face.headless import session
 
     monkeypatch.setattr(session, "run_on_server", fake_server)  # where the session calls it
+    # the stand-in server has no /object_info: it offers no model lists, so none is reported missing
+    monkeypatch.setattr(session.ComfyServer, "choices", lambda self, class_type, input_name: None)
     ids = _identities(celebs, tmp_path / "ids", photos=("01", "05"))
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("{person} in a garden\n")

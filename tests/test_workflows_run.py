@@ -2,22 +2,18 @@
 models), and in-process through `dense-face run` on the random-weight demo set."""
 from __future__ import annotations
 
-import copy
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import tiny_models as tm
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*_api.json"))
-TEST_PACK = Path(__file__).resolve().parent / "comfy_test_pack"
-TINY_ID_MODEL = "insightface/tiny_test_RANDOM"
+from comfy_harness import TINY_ID_MODEL, tiny_workflow  # noqa: E402,F401
 
 
 def _runner():
@@ -29,51 +25,16 @@ def _runner():
 @pytest.fixture(scope="module")
 def server(comfy, landmarker_path, tmp_path_factory):
     """A ComfyUI server with our pack, the test pack (tiny model detection) and tiny model files."""
-    from comfy_harness import ComfyServer
-    from dense_face.headless import demo_set as demo_weights, random_sd as random_models
+    from comfy_harness import start_tiny_server
 
-    work = tmp_path_factory.mktemp("server")
-    clip_cfg = work / "tiny_clip.json"
-    clip = tm.tiny_clip(work)  # writes tiny_clip_config.json
-    shutil.copy(work / "tiny_clip_config.json", clip_cfg)
-    srv = ComfyServer(work, extra_env={"DENSE_FACE_TEST_TINY_CLIP": str(clip_cfg),
-                                       "DENSE_FACE_ALLOW_CUSTOM_FAMILIES": "1"},
-                      extra_packs=(TEST_PACK,))
+    srv = start_tiny_server(tmp_path_factory.mktemp("server"), landmarker_path)
     try:
-        models = srv.root / "models"
-        sd = demo_weights.checkpoint_state_dict(tm.tiny_model(seed=0), clip, random_models.build_vae(seed=0))
-        comfy.core.weight_file.save_safetensors_atomic(models / "checkpoints" / "tiny_sd15.safetensors", sd, {})
-        fam = tm.tiny_family()
-        w = comfy.core.random_weights.build_random_weights(fam, seed=1, dense_head_width=32,
-                                                        id_embedding_model=TINY_ID_MODEL)
-        comfy.core.weight_file.save_weight_file(models / "dense_face" / "tiny_dense_face.safetensors",
-                                                w.tensors(), w.metadata)
-        demo_weights.export_random_arcface(models / "insightface" / "models" / TINY_ID_MODEL.split("/")[1] /
-                                           "arcface.onnx")
-        (models / "mediapipe").mkdir(exist_ok=True)
-        (models / "mediapipe" / "face_landmarker.task").symlink_to(landmarker_path)
-        srv.wait_ready()
         yield srv
     finally:
         srv.stop()
 
 
-def _tiny(wf: dict) -> dict:
-    wf = copy.deepcopy(wf)
-    for node in wf.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "CheckpointLoaderSimple":
-            inputs["ckpt_name"] = "tiny_sd15.safetensors"
-        elif node["class_type"] == "DenseFaceLoader":
-            inputs["weights"] = "tiny_dense_face.safetensors"
-        elif node["class_type"] == "DenseFaceIDEncoder":
-            inputs["id_model"] = TINY_ID_MODEL
-        elif node["class_type"] == "DenseFaceCropMask":
-            # a random-weight text-editing stage draws no face: let the graph run on without one
-            inputs["on_no_face"] = "pass through (empty mask)"
-        if "steps" in inputs:
-            inputs["steps"] = 2
-    return wf
+_tiny = tiny_workflow
 
 
 @pytest.mark.server
@@ -113,7 +74,9 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, demo_
     assert "RANDOM WEIGHTS" in proc.stderr and "RANDOM WEIGHTS" in proc.stdout
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["demo_random_weights"] is True
-    result = next(out.glob("dense_face_face_swap_*.png"))
+    saved = [Path(p).name for p in summary["outputs"] if "previews" not in Path(p).parts]
+    assert saved and all(n.startswith("DEMO_RANDOM_WEIGHTS_") for n in saved), saved  # demo files say so
+    result = next(out.glob("DEMO_RANDOM_WEIGHTS_dense_face_face_swap_*.png"))
     before = np.asarray(Image.open(target).convert("RGB"))
     after = np.asarray(Image.open(result).convert("RGB"))
     # the region that may change: the feathered face mask warped back, as the workflow computes it

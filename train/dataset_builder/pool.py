@@ -3,6 +3,8 @@ size and a native crash on one image costing that image, not the build."""
 from __future__ import annotations
 
 import collections
+import os
+import sys
 from collections.abc import Callable, Iterator
 
 from .plan import Item
@@ -48,10 +50,80 @@ def _pool_factory(cfg: dict) -> Callable[[int], object]:
     else:
         ctx = mp.get_context("spawn")
 
+    build_pid = os.getpid()
+
     def new_pool(n):
-        return ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(cfg,))
+        return ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_pool_worker, initargs=(cfg, build_pid))
 
     return new_pool
+
+
+def _init_pool_worker(cfg: dict, build_pid: int) -> None:
+    """A pool worker's initializer: end with the build process, then :func:`_init_worker`."""
+    _end_with_build(build_pid)
+    _init_worker(cfg)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _end_with_build(build_pid: int) -> None:
+    """Make this worker exit when the build process ends, also after ``kill -9`` (which runs no cleanup).
+
+    A forkserver worker is the forkserver's child, not the build's, and the forkserver lives as long
+    as any worker holds its "alive" pipe, while a worker blocked on the call queue never sees the build
+    go (it holds both ends of that pipe itself). So each worker watches the build process: a pidfd
+    (Linux) becomes readable the moment it exits, elsewhere its pid is polled. Once the workers are
+    gone the forkserver and the resource tracker see end-of-file and exit by themselves. On Linux
+    ``PR_SET_PDEATHSIG`` also kills the worker with its direct parent (the forkserver, or the build
+    itself with the spawn start method).
+    """
+    import signal
+    import threading
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(build_pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or already gone (then the poll below sees it)
+        pass
+    if os.getppid() != parent or not _pid_running(build_pid):  # died before the watch began
+        os._exit(1)
+    threading.Thread(target=_watch_build, args=(build_pid, pidfd, parent), daemon=True,
+                     name="dense-face-build-watch").start()
+
+
+def _watch_build(build_pid: int, pidfd: int | None, parent: int) -> None:
+    import select
+    import time
+
+    while True:
+        if pidfd is not None:
+            if select.select([pidfd], [], [], 1.0)[0]:
+                os._exit(1)
+        else:
+            time.sleep(0.5)
+            if not _pid_running(build_pid):
+                os._exit(1)
+        if os.getppid() != parent:  # the forkserver (or the build, with spawn) is gone
+            os._exit(1)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists (another user's process)
+        return True
+    return True
 
 
 def _fill(pending: collections.deque, it: Iterator, pool, fn, window: int) -> None:
