@@ -110,29 +110,37 @@ TEST_PACK = Path(__file__).resolve().parent / "comfy_test_pack"
 TINY_ID_MODEL = "insightface/tiny_test_RANDOM"
 
 
-def start_tiny_server(work: Path, landmarker_path: Path, extra_env: dict | None = None) -> ComfyServer:
-    """A ready ComfyUI server with our pack, the test pack (tiny model detection) and tiny model files:
-    tiny_sd15.safetensors, tiny_dense_face.safetensors, the ArcFace-shaped insightface/tiny_test_RANDOM."""
+def write_tiny_models(models: Path, work: Path, landmarker_path: Path) -> Path:
+    """tiny_sd15.safetensors, tiny_dense_face.safetensors, the ArcFace-shaped insightface/tiny_test_RANDOM and
+    the MediaPipe model under a ComfyUI models folder; returns the tiny CLIP config the test pack needs."""
     import tiny_models as tm
     from dense_face.dense_face_core.random_weights import build_random_weights, export_random_arcface
     from dense_face.dense_face_core.weight_file import save_safetensors_atomic, save_weight_file
     from dense_face.headless.demo_set import checkpoint_state_dict
 
+    work.mkdir(parents=True, exist_ok=True)
     clip_cfg = work / "tiny_clip.json"
     clip = tm.tiny_clip(work)  # writes tiny_clip_config.json
     shutil.copy(work / "tiny_clip_config.json", clip_cfg)
+    sd = checkpoint_state_dict(tm.tiny_model(seed=0), clip, tm.random_models.build_vae(seed=0))
+    save_safetensors_atomic(models / "checkpoints" / "tiny_sd15.safetensors", sd, {})
+    w = build_random_weights(tm.tiny_family(), seed=1, dense_head_width=32, id_embedding_model=TINY_ID_MODEL)
+    save_weight_file(models / "dense_face" / "tiny_dense_face.safetensors", w.tensors(), w.metadata)
+    export_random_arcface(models / "insightface" / "models" / TINY_ID_MODEL.split("/")[1] / "arcface.onnx")
+    (models / "mediapipe").mkdir(parents=True, exist_ok=True)
+    if not (models / "mediapipe" / "face_landmarker.task").exists():
+        (models / "mediapipe" / "face_landmarker.task").symlink_to(landmarker_path)
+    return clip_cfg
+
+
+def start_tiny_server(work: Path, landmarker_path: Path, extra_env: dict | None = None) -> ComfyServer:
+    """A ready ComfyUI server with our pack, the test pack (tiny model detection) and the tiny model files."""
+    clip_cfg = work / "tiny_clip.json"
     srv = ComfyServer(work, extra_env={"DENSE_FACE_TEST_TINY_CLIP": str(clip_cfg),
                                        "DENSE_FACE_ALLOW_CUSTOM_FAMILIES": "1", **(extra_env or {})},
                       extra_packs=(TEST_PACK,))
     try:
-        models = srv.root / "models"
-        sd = checkpoint_state_dict(tm.tiny_model(seed=0), clip, tm.random_models.build_vae(seed=0))
-        save_safetensors_atomic(models / "checkpoints" / "tiny_sd15.safetensors", sd, {})
-        w = build_random_weights(tm.tiny_family(), seed=1, dense_head_width=32, id_embedding_model=TINY_ID_MODEL)
-        save_weight_file(models / "dense_face" / "tiny_dense_face.safetensors", w.tensors(), w.metadata)
-        export_random_arcface(models / "insightface" / "models" / TINY_ID_MODEL.split("/")[1] / "arcface.onnx")
-        (models / "mediapipe").mkdir(exist_ok=True)
-        (models / "mediapipe" / "face_landmarker.task").symlink_to(landmarker_path)
+        write_tiny_models(srv.root / "models", work, landmarker_path)
         srv.wait_ready()
         return srv
     except BaseException:

@@ -3,7 +3,6 @@ or overwrite, models checked against the server, live progress, Ctrl-C, and a po
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -122,3 +122,38 @@ def test_cli_run_against_server_url(server, shared_dir, tmp_path):
                           str(REPO / "workflows" / "dense_face_face_swap.json"), "--comfy-url", server.url,
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "UI-format" in bad.stderr and "_api.json" in bad.stderr
+
+
+def test_in_process_runner_keeps_models_loaded_and_writes_outputs_every_time(comfy, landmarker_path, shared_dir,
+                                                                             tmp_path, monkeypatch, capfd):
+    """One executor for every run of a command: a second generation does not load the checkpoint again, and
+    a run identical to an earlier one (all of it cached by ComfyUI) still writes its files."""
+    import shutil
+
+    import folder_paths
+
+    from comfy_harness import write_tiny_models
+    from dense_face.headless.in_process import InProcessRunner
+
+    clip_cfg = write_tiny_models(comfy.models_dir, tmp_path / "work", landmarker_path)
+    monkeypatch.setenv("DENSE_FACE_TEST_TINY_CLIP", str(clip_cfg))
+    import comfy_test_pack  # noqa: F401 - ComfyUI's loaders detect the tiny checkpoint in this process too
+
+    inputs, out = tmp_path / "input", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(shared_dir / "data/celebs/Yann_LeCun/02.jpg", inputs / "reference.jpg")
+    folder_paths.set_input_directory(str(inputs))
+    folder_paths.set_output_directory(str(out))
+    folder_paths.set_temp_directory(str(out / "previews"))
+    base = _tiny(json.loads((REPO / "workflows" / "dense_face_pose_control_api.json").read_text()))
+    next(n for n in base.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = "reference.jpg"
+    runner = InProcessRunner(comfy)
+    logs, counts = [], []
+    for seed in (3, 4, 4):
+        wf = json.loads(json.dumps(base))
+        next(n for n in wf.values() if n["class_type"] == "KSampler")["inputs"]["seed"] = seed
+        counts.append(len([p for p in runner.run(wf, out) if "previews" not in p.parts]))
+        logs.append(capfd.readouterr().err)
+    assert counts == [5, 5, 5]  # five poses saved by every run, the fully cached third one included
+    assert "Base model (SD1.5)" in logs[0] and "Base model (SD1.5)" not in logs[1]  # loaded once
+    assert "Generate faces" in logs[1]
