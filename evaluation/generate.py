@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 
 from ..dense_face_core.errors import DenseFaceError, DenseFaceInputError, MissingModelError
 from ..dense_face_core.io_utils import atomic_write_text
 from ..headless import runner as R
+from ..headless.server_pool import run_pool, split_urls
 from .messages import log
 from .plan import RunSpec
 from .run_record import RUN_WORKFLOW, eval_block, load_run, rel_path, run_is_done, write_summary
@@ -116,66 +118,30 @@ def _free_comfy_memory(gen: Generator) -> None:
         mm.soft_empty_cache()
 
 
-def server_urls(comfy_url: str | None) -> list[str | None]:
-    """``--comfy-url URL1,URL2,...``: one generator per server (None: one in-process ComfyUI)."""
-    urls = [u.strip() for u in (comfy_url or "").split(",") if u.strip()]
-    return urls or [None]
-
-
 def generate(plan: list[RunSpec], args, runs_root: Path, identities_root: Path) -> None:
     """Generate every planned run that is not done yet, writing each run's summary as it finishes.
 
-    With several servers, each keeps its models loaded and takes the next pending run when it is free;
-    a run's result depends only on its own settings and seed, so the spread does not change results."""
+    With several servers (``--comfy-url URL1,URL2``) each keeps its models loaded and takes the next
+    pending run when it is free; a run's result depends only on its own settings and seed."""
     todo = pending_runs(plan, args, runs_root, identities_root)
     log(f"eval: {len(plan)} run(s) planned, {len(plan) - len(todo)} already done, {len(todo)} to generate")
     if not todo:
         return
-    urls = server_urls(getattr(args, "comfy_url", None))
+    urls = split_urls(getattr(args, "comfy_url", None))
     gens = [Generator(argparse.Namespace(**{**vars(args), "comfy_url": url})) for url in urls]
     try:
         if len(gens) == 1:
             _generate_all(gens[0], todo, args, runs_root, identities_root)
         else:
             log(f"eval: spreading {len(todo)} run(s) over {len(gens)} ComfyUI servers: {', '.join(urls)}")
-            _generate_pooled(gens, todo, args, runs_root, identities_root)
+            errors: list[str] = []
+            lock = threading.Lock()
+            run_pool(gens, list(enumerate(todo, 1)), lambda gen, item: _one_run(
+                gen, item[1], item[0], len(todo), args, runs_root, identities_root, errors, lock))
     finally:
         for gen in gens:
             gen.session.close()
     _free_comfy_memory(gens[0])
-
-
-def _generate_pooled(gens: list[Generator], todo: list[RunSpec], args, runs_root: Path, identities_root: Path):
-    """One thread per server, each pulling the next pending run; the first setup error stops them all."""
-    import queue
-    import threading
-
-    pending: queue.Queue = queue.Queue()
-    for n, spec in enumerate(todo, 1):
-        pending.put((n, spec))
-    errors: list[str] = []
-    failures: list[BaseException] = []
-    lock = threading.Lock()
-
-    def worker(gen: Generator) -> None:
-        while not failures:
-            try:
-                n, spec = pending.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                _one_run(gen, spec, n, len(todo), args, runs_root, identities_root, errors, lock)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
-                failures.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in gens]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)  # short joins keep Ctrl-C responsive
-    if failures:
-        raise failures[0]
 
 
 def _one_run(gen, spec, n, total, args, runs_root, identities_root, errors, lock) -> None:

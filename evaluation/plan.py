@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..dense_face_core.errors import DenseFaceInputError
+from ..headless.overrides import parse_seeds  # noqa: F401 (one definition, shared with dense-face run)
 from .messages import log
 from .photos import list_images
 from .prompts import fill_prompt
@@ -50,29 +50,6 @@ def discover_identities(root: str | os.PathLike, reference_index: int = 0) -> li
     if not out:
         raise DenseFaceInputError(f"--identities: no sub-folder of {root} holds photos (one folder per identity)")
     return out
-
-
-def _seed_part(part: str) -> list[int]:
-    """One comma-separated piece of --seeds: a seed or an inclusive range ``a-b`` (descending when a > b)."""
-    m = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
-    if not m:
-        return [int(part)]
-    a, b = int(m.group(1)), int(m.group(2))
-    return list(range(a, b + 1) if a <= b else range(a, b - 1, -1))
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' or '0-3' or a mix ('0-2,10')."""
-    seeds: list[int] = []
-    try:
-        for part in str(text).split(","):
-            if part.strip():
-                seeds.extend(_seed_part(part.strip()))
-    except ValueError as exc:
-        raise DenseFaceInputError(f"--seeds: cannot read {text!r} (use e.g. 0,1,2 or 0-3)") from exc
-    if not seeds:
-        raise DenseFaceInputError("--seeds: no seed given")
-    return list(dict.fromkeys(seeds))
 
 
 def build_plan(identities: list[Identity], prompts: list[str], seeds: list[int], subject: str) -> list[RunSpec]:

@@ -1,9 +1,17 @@
 """Command-line overrides applied to a workflow by role (photos, prompt, seed, steps, pose)."""
 from __future__ import annotations
 
-from ..dense_face_core.errors import DenseFaceInputError
-from .workflow_graph import SAMPLERS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, nodes_of, nodes_titled
+import re
 
+from ..dense_face_core.errors import DenseFaceInputError
+from .workflow_graph import (
+    SAMPLERS,
+    TITLE_REFERENCE,
+    TITLE_SCENE,
+    TITLE_TARGET,
+    nodes_of,
+    nodes_titled,
+)
 
 INPUT_ROLES = ("target", "reference", "reference_embedding")
 
@@ -80,3 +88,24 @@ def apply_overrides(wf: dict, args) -> list[str]:
     return notes
 
 
+def _seed_part(part: str) -> list[int]:
+    """One comma-separated piece of --seeds: a seed or an inclusive range ``a-b`` (descending when a > b)."""
+    m = re.fullmatch(r"(-?\d+)-(-?\d+)", part)
+    if not m:
+        return [int(part)]
+    a, b = int(m.group(1)), int(m.group(2))
+    return list(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-3' or a mix ('0-2,10')."""
+    seeds: list[int] = []
+    try:
+        for part in str(text).split(","):
+            if part.strip():
+                seeds.extend(_seed_part(part.strip()))
+    except ValueError as exc:
+        raise DenseFaceInputError(f"--seeds: cannot read {text!r} (use e.g. 0,1,2 or 0-3)") from exc
+    if not seeds:
+        raise DenseFaceInputError("--seeds: no seed given")
+    return list(dict.fromkeys(seeds))

@@ -152,3 +152,27 @@ def test_eval_spreads_over_two_servers_resumes_and_matches_one_server(servers, s
     assert len(pool_images) == 4 and pool_images.keys() == one_images.keys()
     diffs = {str(k): int(np.abs(pool_images[k].astype(int) - one_images[k].astype(int)).max()) for k in pool_images}
     assert all(d == 0 for d in diffs.values()), diffs
+
+
+def test_run_spreads_seeds_over_servers(servers, shared_dir, tmp_path):
+    """`dense-face run --comfy-url URL1,URL2 --seeds 5,6`: one run per seed in OUT/seed_<n>/, each on one of the
+    servers; the image of a seed does not depend on which server made it."""
+    import numpy as np
+
+    workflow = _tiny_file(tmp_path, "dense_face_face_swap")
+    photos = ["--target", shared_dir / "data/celebs/Oprah_Winfrey/01.jpg", "--reference",
+              shared_dir / "data/celebs/Oprah_Winfrey/02.jpg"]
+    both = _cli("run", "--workflow", workflow, "--comfy-url", f"{servers[0].url},{servers[1].url}", *photos,
+                "--seeds", "5,6", "--out", tmp_path / "both")
+    assert both.returncode == 0, both.stderr[-3000:]
+    runs = json.loads((tmp_path / "both" / "run_summary.json").read_text())["runs"]
+    assert len(runs) == 2 and {r["comfyui"] for r in runs} <= {servers[0].url, servers[1].url}
+    alone = _cli("run", "--workflow", workflow, "--comfy-url", servers[1].url, *photos, "--seed", "6",
+                 "--out", tmp_path / "alone")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    a = np.asarray(Image.open(next((tmp_path / "both" / "seed_6").glob("dense_face_face_swap_*.png"))))
+    b = np.asarray(Image.open(next((tmp_path / "alone").glob("dense_face_face_swap_*.png"))))
+    assert np.array_equal(a, b)
+    one = _cli("run", "--workflow", workflow, "--comfy-url", f"{servers[0].url},{servers[1].url}", *photos,
+               "--out", tmp_path / "x", timeout=60)
+    assert one.returncode == 2 and "--seeds" in one.stderr
