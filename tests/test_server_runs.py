@@ -176,3 +176,54 @@ def test_run_spreads_seeds_over_servers(servers, shared_dir, tmp_path):
     one = _cli("run", "--workflow", workflow, "--comfy-url", f"{servers[0].url},{servers[1].url}", *photos,
                "--out", tmp_path / "x", timeout=60)
     assert one.returncode == 2 and "--seeds" in one.stderr
+
+
+def test_killed_eval_resumes_without_generating_twice(servers, shared_dir, tmp_path):
+    """kill -9 in the middle of `dense-face eval`: the next call keeps every finished run as it was and
+    generates only the others."""
+    import shutil
+
+    ids = tmp_path / "ids"
+    for name in ("Yann_LeCun", "Oprah_Winfrey"):
+        (ids / name).mkdir(parents=True)
+        shutil.copy(shared_dir / f"data/celebs/{name}/01.jpg", ids / name / "01.jpg")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("A close-up photo of * .\n")
+    args = ["--identities", ids, "--prompts", prompts, "--seeds", "1-3",
+            "--workflow", _tiny_file(tmp_path, "dense_face_face_swap", steps=12), "--target",
+            shared_dir / "data/celebs/Barack_Obama/04.jpg", "--generate-only", "--comfy-url", servers[0].url,
+            "--out", tmp_path / "out"]
+    proc = subprocess.Popen([sys.executable, "-m", "dense_face.cli", "eval", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list((tmp_path / "out").rglob("run_summary.json")):
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    done = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("run_summary.json")}
+    assert 1 <= len(done) < 6, done
+    again = _cli("eval", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{len(done)} already done, {6 - len(done)} to generate" in again.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # finished runs kept as they were
+    assert len(list((tmp_path / "out").rglob("run_summary.json"))) == 6
+
+
+def test_a_server_with_the_demo_set_runs_the_shipped_graph_on_it(servers, demo_cache, shared_dir, tmp_path):
+    """--demo auto on a server that has the demo set (and not the workflow's models): loudly on the demo set,
+    every saved image named DEMO."""
+    models = servers[1].root / "models"
+    demo = demo_cache / "dense-face" / "demo-models"
+    for sub in ("checkpoints", "dense_face", "insightface/models"):
+        for f in (demo / sub).iterdir():
+            if not (models / sub / f.name).exists():
+                (models / sub).mkdir(parents=True, exist_ok=True)
+                (models / sub / f.name).symlink_to(f, target_is_directory=f.is_dir())
+    out = tmp_path / "out"
+    proc = _cli("run", "--workflow", "dense_face_face_swap", "--comfy-url", servers[1].url, "--target",
+                shared_dir / "data/celebs/Yann_LeCun/01.jpg", "--reference", shared_dir / "data/celebs/Yann_LeCun/02.jpg",
+                "--steps", "2", "--out", out, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RANDOM WEIGHTS" in proc.stderr and "RANDOM WEIGHTS" in proc.stdout
+    saved = [p.name for p in out.glob("*.png")]
+    assert saved and all(n.startswith("DEMO_RANDOM_WEIGHTS_") for n in saved), saved

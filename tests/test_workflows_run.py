@@ -65,8 +65,10 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, demo_
 
     target = shared_dir / "data/celebs/Yann_LeCun/01.jpg"
     out = tmp_path / "out"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     env = dict(os.environ, DENSE_FACE_LANDMARKER=str(landmarker_path), HOME=str(tmp_path),
-               XDG_CACHE_HOME=str(demo_cache))
+               XDG_CACHE_HOME=str(demo_cache), TMPDIR=str(tmpdir))
     proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "run", "--workflow", "dense_face_face_swap",
                            "--target", str(target), "--steps", "2", "--demo", "on", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=1500)
@@ -74,6 +76,7 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, demo_
     assert "RANDOM WEIGHTS" in proc.stderr and "RANDOM WEIGHTS" in proc.stdout
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["demo_random_weights"] is True
+    assert not list(tmpdir.iterdir())  # no copies of the user's photos, no ComfyUI work folder left behind
     saved = [Path(p).name for p in summary["outputs"] if "previews" not in Path(p).parts]
     assert saved and all(n.startswith("DEMO_RANDOM_WEIGHTS_") for n in saved), saved  # demo files say so
     result = next(out.glob("DEMO_RANDOM_WEIGHTS_dense_face_face_swap_*.png"))
