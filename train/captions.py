@@ -8,6 +8,11 @@ are matched, only singular subjects count (a caption about "two men" does not de
 one identity), and the first mention is replaced. From the authors' caption files
 (several captioners, each with a CLIP score) the best-scoring usable caption wins;
 captioner junk (BLIP's "arafed", GIT's "[ unused0 ]" name slots) is cleaned or skipped.
+
+The paper keeps, of the captions several captioners wrote, the three with the highest CLIP
+scores: :func:`rank_captions` keeps the ``top_k`` best that the subject rule can use (a
+caption naming only a celebrity cannot carry ``*``), :func:`choose_captions` records them.
+The models themselves (captioners, the CLIP scorer) are in :mod:`train.caption_models`.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 
 PLACEHOLDER = "*"
 TEMPLATE = "a photo of * ."
+TOP_K = 3  # the paper keeps the three captions with the highest CLIP scores
 # Singular subject words, most specific first (the authors' list plus common synonyms).
 SUBJECT_WORDS = (
     "woman", "man", "girl", "boy", "lady", "gentleman", "guy", "person", "actress", "actor",
@@ -55,89 +61,101 @@ def best_caption(candidates: dict[str, float]) -> tuple[str, str] | None:
     return None
 
 
-def read_caption_file(path: Path) -> dict[str, float]:
-    """The authors' ``captions/*.json`` ({caption: {"model", "CLIP_score"}}) or a plain ``.txt``.
+def read_caption_candidates(path: Path) -> list[dict]:
+    """Candidates ``{text, score, model}`` of one caption file: the authors' ``captions/*.json``
+    ({caption: {"model", "CLIP_score"}}), a JSON list, or a ``.txt`` with one caption per line.
 
-    A ``.txt`` holds one caption per line (score 0, so the first usable line wins).
+    A ``.txt`` (or a JSON list) has no scores: its order is its ranking (score ``-i``).
     Unreadable files give no candidates: captions are never a reason to drop an image.
     """
     try:
         if path.suffix.lower() == ".txt":
             lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-            return {ln: -i for i, ln in enumerate(lines)}
+            return [{"text": ln, "score": float(-i), "model": None} for i, ln in enumerate(lines)]
         data = json.loads(path.read_text(errors="replace"))
     except (OSError, ValueError):
-        return {}
-    out = {}
+        return []
+    if isinstance(data, list):
+        return [{"text": str(t), "score": float(-i), "model": None} for i, t in enumerate(data)]
+    out = []
     if isinstance(data, dict):
         for text, info in data.items():
             score = info.get("CLIP_score", 0.0) if isinstance(info, dict) else info
+            model = info.get("model") if isinstance(info, dict) else None
             try:
-                out[str(text)] = float(score)
+                score = float(score)
             except (TypeError, ValueError):
-                out[str(text)] = 0.0
-    elif isinstance(data, list):
-        out = {str(t): -i for i, t in enumerate(data)}
+                score = 0.0
+            out.append({"text": str(text), "score": score, "model": None if model is None else str(model)})
     return out
+
+
+def read_caption_file(path: Path) -> dict[str, float]:
+    """``{caption: score}`` of one caption file (see :func:`read_caption_candidates`)."""
+    return {c["text"]: c["score"] for c in read_caption_candidates(path)}
+
+
+def rank_captions(candidates: list[dict], top_k: int = TOP_K) -> list[dict]:
+    """The ``top_k`` best candidates that the subject rule can use, best first.
+
+    Candidates are ``{text, score, model}``, ranked by score (higher first, ties by text);
+    unscored ones (``score`` None) follow in their given order. Each kept entry gains
+    ``caption``, its text with the subject replaced by ``*``. Captions without a singular
+    subject word (e.g. a celebrity's name only) cannot carry the identity token, so they
+    are passed over rather than counted among the k.
+    """
+    order = sorted(enumerate(candidates), key=lambda ic: (
+        ic[1]["score"] is None, -(ic[1]["score"] or 0.0), ic[1]["text"] if ic[1]["score"] is not None else "", ic[0]))
+    kept = []
+    for _, c in order:
+        placeholder = to_placeholder_caption(c["text"])
+        if placeholder is None:
+            continue
+        kept.append({"caption": placeholder, "text": c["text"], "score": c["score"], "model": c.get("model")})
+        if len(kept) >= top_k:
+            break
+    return kept
+
+
+def _record(kept: list[dict], source: str) -> dict:
+    best = kept[0]
+    return {"caption": best["caption"], "caption_original": best["text"], "caption_source": source,
+            "caption_model": best["model"], "caption_score": best["score"], "captions": kept}
+
+
+def choose_captions(caption_files: list[Path], extra=(), generated=(), top_k: int = TOP_K) -> dict:
+    """The captions of one image: the first caption file with a usable caption, else the CSV
+    texts, else the captioners' ``generated`` candidates, else :data:`TEMPLATE`.
+
+    Returns ``caption`` (the training caption, with ``*``), ``caption_original``,
+    ``caption_source`` (``file:<name>``, ``csv``, ``captioner`` or ``template``),
+    ``caption_model``, ``caption_score`` and ``captions`` (the kept top k, best first).
+    """
+    for path in caption_files:
+        kept = rank_captions(read_caption_candidates(Path(path)), top_k)
+        if kept:
+            return _record(kept, f"file:{Path(path).name}")
+    for text in extra:
+        got = to_placeholder_caption(text)
+        if got:
+            return _record([{"caption": got, "text": text, "score": None, "model": "csv"}], "csv")
+    kept = rank_captions(list(generated), top_k)
+    if kept:
+        return _record(kept, "captioner")
+    return {"caption": TEMPLATE, "caption_original": None, "caption_source": "template", "caption_model": None,
+            "caption_score": None, "captions": []}
 
 
 def caption_for(caption_files: list[Path], extra: list[str] = (), captioner=None,
                 image=None) -> dict:
     """Pick the caption for one image: caption files, then extra texts (a CSV column),
     then the captioner (if any), then :data:`TEMPLATE`. Returns caption, original, source."""
-    for path in caption_files:
-        got = best_caption(read_caption_file(path))
-        if got:
-            return {"caption": got[0], "caption_original": got[1], "caption_source": f"file:{path.name}"}
-    for text in extra:
-        got = to_placeholder_caption(text)
-        if got:
-            return {"caption": got, "caption_original": text, "caption_source": "csv"}
-    if captioner is not None and image is not None:
-        text = captioner(image)
-        got = to_placeholder_caption(text)
-        if got:
-            return {"caption": got, "caption_original": text, "caption_source": "captioner"}
-    return {"caption": TEMPLATE, "caption_original": None, "caption_source": "template"}
+    generated = []
+    if captioner is not None and image is not None and choose_captions(caption_files, extra)["caption_source"] \
+            == "template":
+        generated = [{"text": captioner(image), "score": None, "model": getattr(captioner, "name", None)}]
+    got = choose_captions(caption_files, extra, generated)
+    return {k: got[k] for k in ("caption", "caption_original", "caption_source")}
 
 
-class LocalCaptioner:
-    """A transformers image-to-text model loaded only from a local folder (never the hub).
-
-    Loaded once per worker process; greedy decoding keeps the builder deterministic.
-    """
-
-    def __init__(self, path: str, max_new_tokens: int = 30):
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import transformers
-
-        p = Path(path)
-        if not p.is_dir():
-            from ..dense_face_core.errors import MissingModelError
-
-            raise MissingModelError(f"--captioner: {p} is not a folder with a transformers "
-                                    "image-to-text model (config.json, weights, processor files)")
-        cfg = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)
-        if cfg.model_type == "vision-encoder-decoder":  # e.g. vit-gpt2: no joint processor
-            self.model = transformers.VisionEncoderDecoderModel.from_pretrained(str(p), local_files_only=True)
-            self.image_processor = transformers.AutoImageProcessor.from_pretrained(str(p), local_files_only=True)
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-        else:  # BLIP, BLIP-2, GIT, ...
-            auto = (getattr(transformers, "AutoModelForImageTextToText", None)
-                    or transformers.AutoModelForVision2Seq)
-            self.model = auto.from_pretrained(str(p), local_files_only=True)
-            processor = transformers.AutoProcessor.from_pretrained(str(p), local_files_only=True)
-            self.image_processor, self.tokenizer = processor, processor
-        self.model.eval()
-        self.max_new_tokens = max_new_tokens
-
-    def __call__(self, image_rgb) -> str:
-        import torch
-        from PIL import Image
-
-        inputs = self.image_processor(images=Image.fromarray(image_rgb), return_tensors="pt")
-        with torch.inference_mode():
-            ids = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
+from .caption_models import LocalCaptioner  # noqa: E402,F401 (re-exported: the builder's --captioner)

@@ -12,19 +12,28 @@ killed at any moment resumes by skipping units whose index matches (same items, 
 settings). ``--shard i/n`` takes every n-th unit, so machines can split the work with no
 coordination; the same input and settings give byte-identical shards.
 
-Files: ``plan`` (scan the input), ``units`` (pack identities, fingerprints), ``decode`` and
-``worker`` (one image), ``pool`` (the worker processes), ``shard_writer`` (a unit's tar and
-index), ``manifest`` (the totals), ``command`` (options, the build, ``main``).
+Every image goes through the same stages (``stages``): MediaPipe and crops, optional face
+restoration, targets, ArcFace, captioners and CLIP scoring, in fixed chunks of
+``--batch-size`` images (``chunks``), on either engine: ``--engine local`` (``pool``, a
+process pool) or ``--engine ray`` (``ray_engine``, Ray Data: CPU stages as tasks, model
+stages as actor pools). Both write the same bytes.
+
+Files: ``options`` (the command line), ``plan`` (scan the input), ``units`` (pack identities,
+fingerprints), ``chunks``, ``decode`` and ``worker`` (one image's CPU work), ``model_set``,
+``model_settings`` and ``model_stages`` (the models), ``stages`` (the pipeline), ``pool`` and
+``ray_engine`` (the engines), ``shard_writer`` (a unit's tar and index), ``manifest`` (the
+totals), ``command`` (the build, ``main``).
 """
-from .command import _resolve_insightface, build, build_parser, landmarker_path, main
+from .command import _resolve_insightface, build, landmarker_path, main
 from .decode import decode_source, is_grayscale
 from .manifest import OUTCOMES, write_manifest
+from .options import build_parser
 from .plan import Item, Plan, scan_input
 from .pool import _run_items
 from .shard_writer import finish_unit, sample_key
 from .units import Unit, make_units, unit_fingerprint
-from .worker import process_item
+from .stages import process_chunk, process_item
 
 __all__ = ["OUTCOMES", "Item", "Plan", "Unit", "_resolve_insightface", "_run_items", "build", "build_parser",
-           "decode_source", "finish_unit", "is_grayscale", "landmarker_path", "main", "make_units", "process_item",
+           "decode_source", "finish_unit", "is_grayscale", "landmarker_path", "main", "make_units", "process_chunk", "process_item",
            "sample_key", "scan_input", "unit_fingerprint", "write_manifest"]

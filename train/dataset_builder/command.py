@@ -1,11 +1,8 @@
-"""``dense-face build-dataset``: the options, the build of this machine's part (resuming
-finished shards), and the summary line."""
+"""``dense-face build-dataset``: the build of this machine's part (resuming finished shards) on
+the chosen engine, and the summary line. The options are in :mod:`.options`."""
 from __future__ import annotations
 
-import argparse
 import collections
-import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,15 +10,16 @@ from pathlib import Path
 
 from ...dense_face_core.errors import DenseFaceError, DenseFaceInputError, MissingModelError
 from .. import shards as S
+from .chunks import make_chunks
 from .manifest import write_manifest
+from .model_settings import check_model_options, model_settings, model_worker_config
+from .options import DEFAULT_MAX_PIXELS, DEFAULT_MIN_CROP, DEFAULT_SHARD_SIZE, build_parser  # noqa: F401
 from .plan import Plan, scan_input
 from .pool import _run_items
 from .shard_writer import finish_unit
+from .stages import process_chunk
 from .units import Unit, make_units, sha256_file, unit_done, unit_fingerprint
 
-DEFAULT_SHARD_SIZE = 1000
-DEFAULT_MIN_CROP = 128     # the authors reject faces whose crop square is under 128 px
-DEFAULT_MAX_PIXELS = 100_000_000
 MANIFEST_EVERY_S = 60.0
 
 
@@ -48,53 +46,6 @@ def _resolve_insightface(path: str) -> tuple[str, str]:
         return str(find_insightface_recognition(p.name, [p.parent])), f"insightface/{p.name}"
     raise MissingModelError(f"--insightface-model {p}: expected an ArcFace .onnx file or an insightface "
                             "model pack folder (e.g. ComfyUI/models/insightface/models/antelopev2)")
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if not m or int(m.group(2)) < 1 or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise argparse.ArgumentTypeError(f"--shard: expected i/n with 0 <= i < n, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
-def _parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--crop-sizes: expected e.g. 256,512, got {text!r}") from None
-    if not sizes or any(s < 64 or s > 2048 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--crop-sizes: sizes must be within 64..2048, got {text!r}")
-    return sizes
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dense-face build-dataset",
-                                description="Build T2I-Dense-Face training shards (WebDataset tars) "
-                                            "from a folder of identities or the authors' CSV layout.")
-    p.add_argument("--input", required=True, help="folder with one sub-folder per person, or the "
-                                                  "authors' CSV (or a folder holding it)")
-    p.add_argument("--out", required=True, help="output folder (shards/ and manifest.json)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    p.add_argument("--shard", type=_parse_shard, default=(0, 1), metavar="i/n",
-                   help="this machine's part: every n-th unit starting at i (default 0/1)")
-    p.add_argument("--insightface-model", help="ArcFace .onnx or insightface pack folder; "
-                                               "without it no identity embeddings are stored")
-    p.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER "
-                                        "or ComfyUI's models/mediapipe)")
-    p.add_argument("--crop-sizes", type=_parse_sizes, default=(256, 512), help="e.g. 256 or 256,512")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N images (sorted)")
-    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
-                   help=f"images per shard, whole identities (default {DEFAULT_SHARD_SIZE})")
-    p.add_argument("--min-crop", type=int, default=DEFAULT_MIN_CROP,
-                   help="skip faces whose crop square is smaller in the photo (pixels)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="skip larger photos")
-    p.add_argument("--keep-grayscale", action="store_true", help="keep grey photos (skipped by default)")
-    p.add_argument("--tiles", action="store_true", help="search tiles when no face is found (slow; "
-                                                        "for small faces in big photos)")
-    p.add_argument("--captioner", help="local folder of a transformers image-to-text model, used when "
-                                       "an image has no usable caption file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 # ============================================================== the build
@@ -129,15 +80,22 @@ def _settings(args, landmarker: str, arcface: str | None, emb_name: str | None) 
         "landmarker_sha256": sha256_file(landmarker),
         "embedding_model": emb_name,
         "embedding_sha256": sha256_file(arcface) if arcface else None,
-        "captioner": Path(args.captioner).name if args.captioner else None,
+        **model_settings(args),
+        # a model's numbers may depend on what else is in its batch; without models the chunk size is free
+        "model_batch_size": (int(getattr(args, "batch_size", 16)) if arcface or _any_model(args) else None),
     }
+
+
+def _any_model(args) -> bool:
+    return bool(getattr(args, "captioner", None) or getattr(args, "clip_model", None)
+                or getattr(args, "restore_model", None))
 
 
 def _worker_config(args, landmarker: str, arcface: str | None, emb_name: str | None) -> dict:
     return {"landmarker": landmarker, "crop_sizes": tuple(args.crop_sizes), "min_crop": args.min_crop,
             "max_pixels": args.max_pixels, "keep_grayscale": bool(args.keep_grayscale),
             "tiles": bool(args.tiles), "arcface_onnx": arcface, "embedding_model": emb_name,
-            "captioner": args.captioner, "workers": max(1, args.workers)}
+            "workers": max(1, args.workers), **model_worker_config(args)}
 
 
 def _todo(job: _Job, shard: tuple[int, int]) -> list[Unit]:
@@ -186,6 +144,7 @@ class _Collector:
 
 def _plan_job(args, landmarker: str) -> _Job:
     """Everything decided before any image is read: models, settings, plan, units, fingerprints."""
+    check_model_options(args)
     arcface, emb_name = (None, None)
     if args.insightface_model:
         arcface, emb_name = _resolve_insightface(args.insightface_model)
@@ -201,6 +160,25 @@ def _plan_job(args, landmarker: str) -> _Job:
     job.fingerprints = {u.index: unit_fingerprint(u, settings) for u in units}
     job.worker_config = _worker_config(args, landmarker, arcface, emb_name)
     return job
+
+
+def _run_engine(args, job: _Job, todo: list[Unit], collector: _Collector) -> None:
+    """Every image of ``todo`` through the pipeline, in chunks of ``--batch-size``, on the chosen engine."""
+    chunks = make_chunks(todo, getattr(args, "batch_size", None) or 16)
+
+    def on_chunk(slot, results) -> None:
+        ui, start = slot
+        for k, res in enumerate(results):
+            collector.on_result((ui, start + k), res)
+
+    if getattr(args, "engine", "local") == "ray":
+        from .ray_engine import run_ray
+
+        run_ray(job.worker_config, chunks, on_chunk, args)
+        return
+    workers = max(1, args.workers)
+    _run_items(job.worker_config, [(c.slot, c) for c in chunks], on_chunk, workers, fn=process_chunk,
+               window=workers * 2)
 
 
 def build(args, timings: dict | None = None) -> dict:
@@ -221,7 +199,7 @@ def build(args, timings: dict | None = None) -> dict:
     if not quiet:
         print(f"dense-face build-dataset: {len(job.plan.items)} images, {len(job.plan.identities)} identities, "
               f"{len(job.units)} shards ({len(job.indexes)} done, {len(todo)} to build here: {n_todo} images, "
-              f"{args.workers} worker(s))", file=sys.stderr)
+              f"{_engine_words(args)})", file=sys.stderr)
     for u in todo:
         S.remove_stale_temp(shard_dir / f"{u.name}.tar")
         S.remove_stale_temp(S.index_path(shard_dir / f"{u.name}.tar"))
@@ -232,11 +210,17 @@ def build(args, timings: dict | None = None) -> dict:
     collector = _Collector(job, todo, bar, timings)
     try:
         if collector.flat:
-            _run_items(job.worker_config, collector.flat, collector.on_result, max(1, args.workers))
+            _run_engine(args, job, todo, collector)
     finally:
         bar.close()
         manifest = job.write_manifest()
     return manifest
+
+
+def _engine_words(args) -> str:
+    if getattr(args, "engine", "local") == "ray":
+        return f"Ray at {args.ray_address}" if args.ray_address else f"a local Ray with {args.workers} CPU(s)"
+    return f"{args.workers} worker(s)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Running the images through the workers in input order, with memory flat for any dataset
-size and a native crash on one image costing that image, not the build."""
+"""The local engine: work items (chunks of images) through a process pool in input order, with
+memory flat for any dataset size and a native crash on one image costing that image, not the build."""
 from __future__ import annotations
 
 import collections
@@ -8,20 +8,22 @@ import sys
 from collections.abc import Callable, Iterator
 
 from .plan import Item
-from .worker import _close_worker, _init_worker, process_item
+from .stages import _close_worker, _init_worker, process_item
 
 CRASHED = {"outcome": "crashed", "reason": "worker process died on this image", "sha1": None}
 
 
 def _run_items(cfg: dict, items: list[tuple[object, Item]], on_result, workers: int,
-               fn=None) -> None:
+               fn=None, window: int | None = None) -> None:
     """Process items in order with ``fn`` (default :func:`process_item`, a module-level
-    function so it pickles); ``on_result(slot, result)`` is called in input order.
+    function so it pickles); ``on_result(slot, result)`` is called in input order. Items may be
+    :class:`~.chunks.Chunk` s (``fn`` = :func:`~.stages.process_chunk`, a result list per chunk).
 
     Several workers: a forkserver process pool with a bounded window of in-flight items (memory stays
     flat for any dataset size). A worker that dies (e.g. a native crash on one image)
     breaks the pool; its in-flight items are retried one by one in fresh single-process
-    pools, the one that kills again is recorded as ``crashed``, and the build goes on.
+    pools (a chunk that kills again is retried image by image), the image that kills again is
+    recorded as ``crashed``, and the build goes on. ``window``: items in flight (default 8 per worker).
     """
     fn = fn or process_item
     if workers <= 1:
@@ -32,7 +34,18 @@ def _run_items(cfg: dict, items: list[tuple[object, Item]], on_result, workers: 
         finally:
             _close_worker()
         return
-    _run_pool(cfg, items, on_result, workers, fn)
+    _run_pool(cfg, items, on_result, workers, fn, window or workers * 8)
+
+
+def _preload(cfg: dict) -> list[str]:
+    """Modules the forkserver imports once for every worker it forks."""
+    from .model_set import captioner_paths
+
+    mods = [process_item.__module__, "cv2", "mediapipe.tasks.python.vision"]
+    mods += ["insightface.model_zoo"] if cfg.get("arcface_onnx") else []
+    mods += ["onnxruntime"] if cfg.get("restore_model") else []
+    mods += ["torch", "transformers"] if captioner_paths(cfg) or cfg.get("clip_model") else []
+    return mods
 
 
 def _pool_factory(cfg: dict) -> Callable[[int], object]:
@@ -45,8 +58,7 @@ def _pool_factory(cfg: dict) -> Callable[[int], object]:
     # because the server preloads the heavy imports once.
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([process_item.__module__, "cv2", "mediapipe.tasks.python.vision"]
-                                   + (["insightface.model_zoo"] if cfg.get("arcface_onnx") else []))
+        ctx.set_forkserver_preload(_preload(cfg))
     else:
         ctx = mp.get_context("spawn")
 
@@ -134,11 +146,10 @@ def _fill(pending: collections.deque, it: Iterator, pool, fn, window: int) -> No
         pending.append((nxt, pool.submit(fn, nxt[1])))
 
 
-def _run_pool(cfg: dict, items, on_result, workers: int, fn) -> None:
+def _run_pool(cfg: dict, items, on_result, workers: int, fn, window: int) -> None:
     from concurrent.futures.process import BrokenProcessPool
 
     new_pool = _pool_factory(cfg)
-    window = workers * 8
     got_any = False
     pool = new_pool(workers)
     pending: collections.deque = collections.deque()
@@ -170,16 +181,27 @@ def _run_pool(cfg: dict, items, on_result, workers: int, fn) -> None:
 
 
 def _retry_alone(stuck: list, fn, new_pool, on_result) -> None:
-    """The in-flight items of a broken pool, each in a pool of its own: the one that kills its
+    """The in-flight items of a broken pool, each in a pool of its own: the image that kills its
     worker again is recorded as crashed."""
+    for slot, item in stuck:
+        on_result(slot, _alone(item, fn, new_pool))
+
+
+def _alone(work, fn, new_pool):
+    """``fn(work)`` in a one-process pool; a chunk that kills it is split into single images."""
     from concurrent.futures.process import BrokenProcessPool
 
-    for slot, item in stuck:
-        solo = new_pool(1)
-        try:
-            r = solo.submit(fn, item).result()
-        except BrokenProcessPool:
-            r = dict(CRASHED)
-        finally:
-            solo.shutdown(wait=False, cancel_futures=True)
-        on_result(slot, r)
+    solo = new_pool(1)
+    try:
+        return solo.submit(fn, work).result()
+    except BrokenProcessPool:
+        pass
+    finally:
+        solo.shutdown(wait=False, cancel_futures=True)
+    split = getattr(work, "split", None)
+    if split is None:
+        return dict(CRASHED)
+    parts = split()
+    if len(parts) == 1:
+        return [dict(CRASHED)]
+    return [r for part in parts for r in _alone(part, fn, new_pool)]

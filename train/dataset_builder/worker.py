@@ -1,5 +1,10 @@
-"""Per-image work, run in the worker processes: one MediaPipe pass, then the crop, targets,
-embedding and caption derived from it with the core's single definitions."""
+"""Per-image CPU work: one MediaPipe pass and the crops (``analyze_item``), the encoded targets
+(``annotate_state``) and the sample's meta (``finish_state``), with the core's single definitions.
+
+An image travels through the stages as a *state* dict; ``outcome`` other than ``ok`` means
+it was left out, and every later stage passes it through untouched. These functions never
+raise: an error on one image is that image's outcome.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -12,56 +17,9 @@ from .. import shards as S
 from .decode import Skip, decode_source, failure_reason, is_grayscale
 from .plan import Item
 
-_W: dict = {}
-
-
-def _init_worker(cfg: dict) -> None:
-    """Per process: one FaceAnalyzer (+ ArcFace, + captioner); single-threaded libraries
-    when several workers share the cores."""
-    import cv2
-
-    from ...dense_face_core.landmarker import FaceAnalyzer
-
-    if cfg["workers"] > 1:
-        cv2.setNumThreads(1)
-    _W.clear()
-    _W["cfg"] = cfg
-    _W["analyzer"] = FaceAnalyzer(cfg["landmarker"], max_faces=4)
-    _W["encoder"] = None
-    if cfg.get("arcface_onnx"):
-        from ...dense_face_core.id_embedding import ArcFaceEncoder
-
-        _W["encoder"] = ArcFaceEncoder(cfg["arcface_onnx"], cfg["embedding_model"])
-    _W["captioner"] = None
-    if cfg.get("captioner"):
-        from ..captions import LocalCaptioner
-
-        if cfg["workers"] > 1:
-            import torch
-
-            torch.set_num_threads(1)
-        _W["captioner"] = LocalCaptioner(cfg["captioner"])
-
-
-def _close_worker() -> None:
-    a = _W.get("analyzer")
-    if a is not None:
-        a.close()
-    _W.clear()
-
 
 def _r(x: float, n: int = 4) -> float:
     return round(float(x), n)
-
-
-def process_item(item: Item) -> dict:
-    """One image -> {outcome, reason, sha1, files, meta}; never raises (errors are outcomes)."""
-    try:
-        return _process(item)
-    except Skip as s:
-        return {"outcome": s.outcome, "reason": s.reason, "sha1": None}
-    except Exception as exc:  # noqa: BLE001 (a bug or an odd image must not stop a million-image build)
-        return {"outcome": "error", "reason": failure_reason(exc), "sha1": None}
 
 
 def _read_bytes(item: Item) -> bytes:
@@ -73,100 +31,168 @@ def _read_bytes(item: Item) -> bytes:
         raise Skip("unreadable", failure_reason(exc)) from exc
 
 
-def _process(item: Item) -> dict:
-    from ...dense_face_core.crop import compute_face_crop
-    from ..captions import caption_for
+def failed(state: dict, exc: BaseException) -> None:
+    """Turn ``state`` into the outcome of ``exc`` (a Skip's own, else ``error``), dropping its data."""
+    outcome, reason = (exc.outcome, exc.reason) if isinstance(exc, Skip) else ("error", failure_reason(exc))
+    keep = {k: state[k] for k in ("item", "sha1") if k in state}
+    state.clear()
+    state.update(keep, outcome=outcome, reason=reason)
 
-    cfg, analyzer = _W["cfg"], _W["analyzer"]
-    data = _read_bytes(item)
-    res = {"sha1": hashlib.sha1(data).hexdigest()}
+
+def analyze_item(item: Item, cfg: dict, analyzer) -> dict:
+    """Photo -> state: outcome, sha1 and, for a face, its crop geometry, crops and caption files' choice."""
+    state = {"item": item, "sha1": None}
     try:
-        rgb, source_size, grey_mode = decode_source(data, cfg["max_pixels"])
-    except Skip as s:
-        return {**res, "outcome": s.outcome, "reason": s.reason}
+        _analyze(state, cfg, analyzer)
+    except Exception as exc:  # noqa: BLE001 (a bug or an odd image must not stop a million-image build)
+        failed(state, exc)
+    return state
+
+
+def _analyze(state: dict, cfg: dict, analyzer) -> None:
+    from ...dense_face_core.crop import compute_face_crop
+    from ..captions import choose_captions
+
+    item = state["item"]
+    data = _read_bytes(item)
+    state["sha1"] = hashlib.sha1(data).hexdigest()
+    rgb, source_size, grey_mode = decode_source(data, cfg["max_pixels"])
     if not cfg["keep_grayscale"] and (grey_mode or is_grayscale(rgb)):
-        return {**res, "outcome": "grayscale", "reason": "grey photo (use --keep-grayscale to keep)"}
+        raise Skip("grayscale", "grey photo (use --keep-grayscale to keep)")
     faces = analyzer.detect(rgb, name=item.rel, tiles=cfg["tiles"])
     if not faces:
-        return {**res, "outcome": "no_face", "reason": "no face detected"}
+        raise Skip("no_face", "no face detected")
     fc = compute_face_crop(faces[0], max(cfg["crop_sizes"]), canonical_vertices=analyzer.canonical)
     h, w = rgb.shape[:2]
-    decoded_size = (w, h)
     sx, sy = w / source_size[0], h / source_size[1]  # decoded / original pixels
     if fc.size / fc.scale / math.sqrt(sx * sy) < cfg["min_crop"]:
-        return {**res, "outcome": "too_small",
-                "reason": f"face crop square under {cfg['min_crop']} px in the photo"}
-    files = _sample_files(rgb, fc, faces[0], cfg["crop_sizes"])
-    cap = caption_for([Path(p) for p in item.caption_files], item.extra_captions,
-                      _W["captioner"], rgb if _W["captioner"] is not None else None)
-    meta = _sample_meta(item, res["sha1"], faces, fc, source_size, decoded_size, cap)
-    return {**res, "outcome": "ok", "reason": None, "files": files, "meta": meta,
-            "downscaled": decoded_size != source_size}
+        raise Skip("too_small", f"face crop square under {cfg['min_crop']} px in the photo")
+    face = faces[0]
+    state.update(outcome="ok", reason=None, fc=fc, num_faces=len(faces), source_size=tuple(source_size),
+                 decoded_size=(w, h), source_pose=(face.pitch, face.yaw, face.roll),
+                 crops=_crops(rgb, fc, cfg["crop_sizes"]),
+                 caption=choose_captions([Path(p) for p in item.caption_files], item.extra_captions,
+                                         top_k=int(cfg.get("caption_top_k") or 3)))
+    if cfg.get("arcface_onnx"):
+        state["arcface_input"] = align_for_arcface(rgb, face.points)
 
 
-def _sample_files(rgb: np.ndarray, fc, face, sizes) -> dict[str, bytes]:
-    """The encoded members of one sample except meta.json: crops, landmarks, targets, embedding."""
-    from ...dense_face_core.dense_targets import depth_from_landmarks, parsing_from_landmarks
-
-    files = _crop_files(rgb, fc, sizes)
-    lms = np.asarray(fc.landmarks, np.float32)
-    files["landmarks.npy"] = S.encode_npy(lms)
-    files["parsing.png"] = S.encode_png(parsing_from_landmarks(lms, S.TARGET_SIZE))
-    depth, dmask = depth_from_landmarks(lms, _W["analyzer"].canonical.triangles, S.TARGET_SIZE)
-    files["depth.png"] = S.encode_depth(depth, dmask)
-    if _W["encoder"] is not None:
-        emb = _W["encoder"].embed(rgb, face.points)
-        files["embedding.npy"] = S.encode_npy(np.asarray(emb, np.float32))
-    return files
+ARCFACE_INPUT = 112  # insightface's recognition models take 112x112 aligned faces
 
 
-def _crop_files(rgb: np.ndarray, fc, sizes) -> dict[str, bytes]:
+def align_for_arcface(image_rgb: np.ndarray, points: np.ndarray, size: int = ARCFACE_INPUT) -> np.ndarray:
+    """The face as ArcFace sees it (what ``ArcFaceEncoder.embed`` aligns): a BGR ``size`` square warped
+    onto insightface's five-point template. Done beside the photo, so the network can run batched
+    elsewhere (a model actor) on a small array instead of the photo."""
+    from insightface.utils import face_align
+
+    from ...dense_face_core.id_embedding import five_points
+
+    bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
+    return face_align.norm_crop(bgr, landmark=five_points(points), image_size=int(size))
+
+
+def _crops(rgb: np.ndarray, fc, sizes) -> dict[int, np.ndarray]:
+    """The aligned crops at every size: the largest warped, the others shrunk from it when it divides."""
     import cv2
 
     from ...dense_face_core.crop import resize_crop, warp_to_crop
 
     big = max(sizes)
-    files: dict[str, bytes] = {}
-    big_crop = warp_to_crop(rgb, fc)
+    crops = {big: warp_to_crop(rgb, fc)}
     for s in sizes:
         if s == big:
-            crop = big_crop
-        elif big % s == 0:
+            continue
+        if big % s == 0:
             # an exact box-filter shrink of the big crop is resize_crop(fc, s)'s geometry, and
             # what the authors feed the model (512 crop -> 256 with INTER_AREA, INF:195)
-            crop = cv2.resize(big_crop, (s, s), interpolation=cv2.INTER_AREA)
+            crops[s] = cv2.resize(crops[big], (s, s), interpolation=cv2.INTER_AREA)
         else:
-            crop = warp_to_crop(rgb, resize_crop(fc, s))
-        files[f"crop_{s}.jpg"] = S.encode_jpeg(crop)
+            crops[s] = warp_to_crop(rgb, resize_crop(fc, s))
+    return crops
+
+
+def annotate_state(state: dict, cfg: dict, analyzer) -> None:
+    """Crops, landmarks and targets encoded into the sample's members. After restoration the
+    landmarks are found again on the restored crop (the photo's stand in when none is found)."""
+    if state["outcome"] != "ok":
+        return
+    try:
+        fc = state["fc"]
+        big = max(state["crops"])
+        lms, pose = np.asarray(fc.landmarks, np.float32), (fc.pitch, fc.yaw, fc.roll)
+        if state.get("restoration") is not None:
+            again = analyzer.detect(state["crops"][big], name=state["item"].rel, tiles=False)
+            state["restoration"]["landmarks"] = "restored" if again else "photo"
+            if again:
+                lms, pose = np.asarray(again[0].landmarks, np.float32), (again[0].pitch, again[0].yaw, again[0].roll)
+        state["files"] = _target_files(state["crops"], lms, analyzer.canonical.triangles)
+        state["pose"] = pose
+    except Exception as exc:  # noqa: BLE001
+        failed(state, exc)
+
+
+def _target_files(crops: dict, lms: np.ndarray, triangles) -> dict[str, bytes]:
+    """The encoded members of one sample except meta.json and the embedding."""
+    from ...dense_face_core.dense_targets import depth_from_landmarks, parsing_from_landmarks
+
+    files = {f"crop_{s}.jpg": S.encode_jpeg(crops[s]) for s in sorted(crops)}
+    files["landmarks.npy"] = S.encode_npy(lms)
+    files["parsing.png"] = S.encode_png(parsing_from_landmarks(lms, S.TARGET_SIZE))
+    depth, dmask = depth_from_landmarks(lms, triangles, S.TARGET_SIZE)
+    files["depth.png"] = S.encode_depth(depth, dmask)
     return files
 
 
-def _sample_meta(item: Item, sha1: str, faces: list, fc, source_size, decoded_size, cap: dict) -> dict:
+def finish_state(state: dict, cfg: dict) -> dict:
+    """A state at the end of the pipeline -> the result the shard writer takes
+    ({outcome, reason, sha1[, files, meta, downscaled]}); never raises."""
+    base = {"outcome": state["outcome"], "reason": state.get("reason"), "sha1": state.get("sha1")}
+    if state["outcome"] != "ok":
+        return base
+    try:
+        from ..captions import choose_captions
+
+        cap = state["caption"]
+        if state.get("generated"):
+            item = state["item"]
+            cap = choose_captions([Path(p) for p in item.caption_files], item.extra_captions, state["generated"],
+                                  int(cfg.get("caption_top_k") or 3))
+        meta = _sample_meta(state, cfg, cap)
+    except Exception as exc:  # noqa: BLE001
+        return {**base, "outcome": "error", "reason": failure_reason(exc)}
+    return {**base, "files": state["files"], "meta": meta,
+            "downscaled": tuple(state["decoded_size"]) != tuple(state["source_size"])}
+
+
+def _caption_meta(cap: dict) -> dict:
+    kept = [{"caption": c["caption"], "text": c["text"], "model": c["model"],
+             "score": None if c["score"] is None else _r(c["score"])} for c in cap["captions"]]
+    return {"caption": cap["caption"], "caption_original": cap["caption_original"],
+            "caption_source": cap["caption_source"], "caption_model": cap["caption_model"],
+            "caption_score": None if cap["caption_score"] is None else _r(cap["caption_score"]), "captions": kept}
+
+
+def _sample_meta(state: dict, cfg: dict, cap: dict) -> dict:
     """meta.json of one sample; the crop matrix is given in original-photo pixels."""
-    cfg, face = _W["cfg"], faces[0]
-    sizes = cfg["crop_sizes"]
-    (w0, h0), (w, h) = source_size, decoded_size
+    item, fc, sizes = state["item"], state["fc"], cfg["crop_sizes"]
+    (w0, h0), (w, h) = state["source_size"], state["decoded_size"]
     sx, sy = w / w0, h / h0
     # crop matrix in original-photo pixels: p_decoded = (p + 0.5) * s - 0.5
     D = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
     M = fc.matrix[:, :2] @ D[:, :2]
     t = fc.matrix[:, :2] @ D[:, 2] + fc.matrix[:, 2]
+    (pitch, yaw, roll), (sp, sy_, sr) = state["pose"], state["source_pose"]
     meta = {
-        "format": S.FORMAT,
-        "identity": item.identity,
-        "source": item.rel,
-        "sha1": sha1,
-        "source_size": [int(w0), int(h0)],
-        "decoded_size": [int(w), int(h)],
-        "num_faces": len(faces),
-        "pose": {"pitch": _r(fc.pitch), "yaw": _r(fc.yaw), "roll": _r(fc.roll)},
-        "source_pose": {"pitch": _r(face.pitch), "yaw": _r(face.yaw), "roll": _r(face.roll)},
+        "format": S.FORMAT, "identity": item.identity, "source": item.rel, "sha1": state["sha1"],
+        "source_size": [int(w0), int(h0)], "decoded_size": [int(w), int(h)], "num_faces": state["num_faces"],
+        "pose": {"pitch": _r(pitch), "yaw": _r(yaw), "roll": _r(roll)},
+        "source_pose": {"pitch": _r(sp), "yaw": _r(sy_), "roll": _r(sr)},
         "crop": {"size": max(sizes), "sizes": list(sizes),
                  "matrix": [[_r(v, 8) for v in row] for row in np.concatenate([M, t[:, None]], 1)]},
-        "caption": cap["caption"],
-        "caption_original": cap["caption_original"],
-        "caption_source": cap["caption_source"],
-        "embedding_model": cfg.get("embedding_model") if _W["encoder"] is not None else None,
+        **_caption_meta(cap),
+        "embedding_model": cfg.get("embedding_model") if "embedding.npy" in state["files"] else None,
+        "restoration": state.get("restoration"),
         "depth_encoding": {"zero": S.DEPTH_ZERO, "scale": S.DEPTH_SCALE, "off_face": 0},
     }
     if item.labels:
