@@ -105,6 +105,8 @@ class ClipScorer:
         self.name, self.path, self.device = p.name, p, device
         self.model = transformers.AutoModel.from_pretrained(str(p), local_files_only=True).to(device).eval()
         self.processor = transformers.AutoProcessor.from_pretrained(str(p), local_files_only=True)
+        # CLIP reads at most this many tokens; a tokenizer saved without model_max_length would not cut
+        self.max_tokens = int(getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", 77))
 
     def score(self, images, texts: list[list[str]]) -> list[list[float]]:
         """``texts[i]`` scored against ``images[i]``; one forward for the whole batch."""
@@ -114,7 +116,8 @@ class ClipScorer:
         flat = sorted({t for ts in texts for t in ts})
         if not flat:
             return [[] for _ in texts]
-        inputs = self.processor(text=flat, images=pil, return_tensors="pt", padding=True, truncation=True)
+        inputs = self.processor(text=flat, images=pil, return_tensors="pt", padding=True, truncation=True,
+                                max_length=self.max_tokens)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
             out = self.model(**inputs)
