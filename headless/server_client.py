@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -116,12 +117,23 @@ def _refusal(response, wf: dict) -> str:
     return "; ".join(p for p in parts if p) or response.text[:2000]
 
 
+#: Set by the thread that received Ctrl-C; runs followed in other threads (a pool of servers) see it within
+#: a second and stop their prompt as the main thread would.
+STOP_FOLLOWING = threading.Event()
+
+
+def _check_stop() -> None:
+    if STOP_FOLLOWING.is_set():
+        raise KeyboardInterrupt
+
+
 def _follow_websocket(server: ComfyServer, ws, prompt_id: str, printer: ProgressPrinter, timeout: float) -> None:
     """Progress events until the prompt ends; raises on a server-side error or interruption."""
     import websocket
 
     deadline = time.time() + timeout
     while time.time() < deadline:
+        _check_stop()
         try:
             message = ws.recv()
         except websocket.WebSocketTimeoutException:
@@ -152,6 +164,7 @@ def _follow_websocket(server: ComfyServer, ws, prompt_id: str, printer: Progress
 def _poll_history(server: ComfyServer, prompt_id: str, printer: ProgressPrinter, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
+        _check_stop()
         entry = server.history(prompt_id)
         status = (entry or {}).get("status", {})
         if status.get("status_str") == "error":

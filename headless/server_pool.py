@@ -9,6 +9,8 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
+from .server_client import STOP_FOLLOWING
+
 
 def split_urls(comfy_url: str | None) -> list[str | None]:
     """``URL`` or ``URL1,URL2,...`` -> the servers; no URL -> [None] (one in-process ComfyUI)."""
@@ -18,7 +20,16 @@ def split_urls(comfy_url: str | None) -> list[str | None]:
 
 def run_pool(workers: Sequence, items: Sequence, do: Callable) -> None:
     """``do(worker, item)`` for every item, the items shared out among the workers' threads; the first
-    error stops the others from taking more and is raised here (Ctrl-C stays responsive)."""
+    error stops the others from taking more and is raised here.
+
+    One worker runs here, in the calling thread, so Ctrl-C reaches the run itself. With several, Ctrl-C
+    lands in this thread: it tells the runs in the others to stop their prompts and waits for them.
+    """
+    STOP_FOLLOWING.clear()
+    if len(workers) == 1:
+        for item in items:
+            do(workers[0], item)
+        return
     pending: queue.Queue = queue.Queue()
     for item in items:
         pending.put(item)
@@ -44,6 +55,9 @@ def run_pool(workers: Sequence, items: Sequence, do: Callable) -> None:
                 t.join(0.5)
     except KeyboardInterrupt:
         failures.append(KeyboardInterrupt())
+        STOP_FOLLOWING.set()
+        for t in threads:
+            t.join(30)
         raise
     if failures:
         raise failures[0]
