@@ -104,7 +104,7 @@ class TwoModeRun:
 
         node, vae = self.host.node, self.vae
         with torch.inference_mode():
-            crop, mask, face_crop, yaw, pitch, roll = clock(
+            crop, mask, face_crop, yaw, pitch, roll, _preview = clock(
                 "face analysis + crop", node("DenseFaceCropMask").crop, base, 256, 0.0, 16.0, 8.0, "largest", 0,
                 "error")
             (pose,) = clock("pose image", node("DenseFacePoseEuler").draw, yaw, pitch, roll, 256)

@@ -209,3 +209,17 @@ def note_image(size: int, text: str, background=(255, 255, 255)) -> np.ndarray:
         cv2.putText(img, text_line, (int(size * 0.04), int(size * 0.08) + step * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX,
                     scale, (60, 60, 60), thickness, cv2.LINE_AA)
     return img
+
+
+def numbered_faces(image, boxes: Sequence, numbers: Sequence[int]) -> np.ndarray:
+    """The photo with every chosen face boxed and numbered (the numbers the group nodes use)."""
+    import cv2
+
+    out = to_rgb_uint8(image, "image").copy()
+    thickness = max(2, int(round(max(out.shape[:2]) / 400)))
+    for (x0, y0, x1, y1), n in zip(boxes, numbers):
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), (255, 220, 0), thickness)
+        scale = max(0.6, (x1 - x0) / 90)
+        cv2.putText(out, str(n), (int(x0) + thickness, int(y0) + int(28 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 220, 0), thickness + 1, cv2.LINE_AA)
+    return out

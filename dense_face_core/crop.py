@@ -61,6 +61,8 @@ class FaceCrop:
     yaw: float
     roll: float
     has_face: bool = True
+    source_index: int = 0  # which image of the batch the face is in (paste-back puts it there)
+    face_number: int = 0   # its number in that image, left to right (dense_face_core.face_batch)
 
     def __post_init__(self) -> None:
         for arr in (self.matrix, self.inverse, self.landmarks):

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import DenseFaceInputError, MissingModelError, WeightFileError
 
 EMBEDDING_DIM = 512
+ARCFACE_INPUT = 112  # insightface's recognition models take 112x112 aligned faces
 IR_SE50 = "ir_se50"
 INSIGHTFACE_PACKS = {"antelopev2": "glintr100.onnx", "buffalo_l": "w600k_r50.onnx"}
 INSIGHTFACE_URL = "https://github.com/deepinsight/insightface/tree/master/python-package#model-zoo"
@@ -50,6 +51,38 @@ def normalise_embedding(x: np.ndarray, name: str = "embedding") -> np.ndarray:
     return x / norm
 
 
+@dataclass(frozen=True)
+class FaceIDBatch:
+    """Several identities from one identity network: face i of a group gets one of them."""
+
+    items: tuple[FaceID, ...]
+
+    def __post_init__(self):
+        if not self.items:
+            raise DenseFaceInputError("an identity batch needs at least one identity")
+        models = {f.model for f in self.items}
+        if len(models) > 1:
+            raise DenseFaceInputError(f"identities from different networks cannot go together: {sorted(models)}")
+
+    @property
+    def model(self) -> str:
+        return self.items[0].model
+
+
+def as_identities(value) -> tuple[FaceID, ...]:
+    """A FACE_ID (one identity, or a batch of them) as a tuple of identities."""
+    if isinstance(value, FaceID):
+        return (value,)
+    if isinstance(value, FaceIDBatch):
+        return value.items
+    raise DenseFaceInputError("face_id: connect Dense-Face ID Encoder or Load ID Embedding")
+
+
+def identities_value(items: Sequence[FaceID]) -> FaceID | FaceIDBatch:
+    """One identity stays a FaceID (what single-face graphs always got); several make a batch."""
+    return items[0] if len(items) == 1 else FaceIDBatch(tuple(items))
+
+
 def average_embeddings(embeddings: Sequence[np.ndarray], model: str) -> FaceID:
     """Average unit embeddings of several reference photos, then renormalise."""
     if len(embeddings) == 0:
@@ -73,6 +106,17 @@ def five_points(points: np.ndarray) -> np.ndarray:
         pts[[0, 1]] = pts[[1, 0]]
         pts[[3, 4]] = pts[[4, 3]]
     return pts.astype(np.float32)
+
+
+def align_for_arcface(image_rgb: np.ndarray, points: np.ndarray, size: int = ARCFACE_INPUT) -> np.ndarray:
+    """The face as ArcFace sees it: BGR ``size`` square, warped onto insightface's five-point template.
+
+    Apart from the network so that a dataset build can align beside the photo and run the
+    network batched elsewhere (a GPU actor) with the same numbers."""
+    from insightface.utils import face_align
+
+    bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
+    return face_align.norm_crop(bgr, landmark=five_points(points), image_size=int(size))
 
 
 def find_insightface_recognition(pack: str, roots: Iterable[str | os.PathLike]) -> Path:
@@ -117,13 +161,18 @@ class ArcFaceEncoder:
         if self.model is None or getattr(self.model, "taskname", None) != "recognition":
             raise MissingModelError(f"{onnx_path} is not an insightface recognition (ArcFace) model")
 
+    def align(self, image_rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The face as this model sees it (:func:`align_for_arcface` at its input size)."""
+        return align_for_arcface(image_rgb, points, self.model.input_size[0])
+
+    def embed_aligned(self, aligned: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 512) unit embeddings of faces from :meth:`align`, one batched forward."""
+        feats = np.asarray(self.model.get_feat(list(aligned)), np.float32).reshape(len(aligned), -1)
+        return np.stack([normalise_embedding(f, "ArcFace output") for f in feats])
+
     def embed(self, image_rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Unit embedding of the face whose 478 landmarks (pixels) are ``points``."""
-        from insightface.utils import face_align
-
-        bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
-        aligned = face_align.norm_crop(bgr, landmark=five_points(points), image_size=self.model.input_size[0])
-        return normalise_embedding(self.model.get_feat(aligned).reshape(-1), "ArcFace output")
+        return self.embed_aligned([self.align(image_rgb, points)])[0]
 
 
 class IRSE50Encoder:

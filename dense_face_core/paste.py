@@ -10,6 +10,7 @@ the mask, and the blend is written with ``np.where`` so every pixel whose final 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -156,4 +157,15 @@ def paste_back(base, face, crop: FaceCrop, mask=None, feather: float | None = No
     window = base[y0:y1, x0:x1]
     blended = window + (face_src - window) * wgt
     out[y0:y1, x0:x1] = np.where(wgt > 0.0, blended, window)
+    return out
+
+
+def paste_faces(base, faces: Sequence, crops: Sequence[FaceCrop], masks: Sequence | None = None,
+                feather: float | None = None) -> np.ndarray:
+    """Every face into ``base``, in the given order (a later face is composited over an earlier one
+    where their masks overlap). Each paste leaves the pixels outside its own feathered mask bit-identical,
+    so everything outside the union of the masks is the base, bit for bit."""
+    out = _check_rgb01(base, "base")
+    for i, (face, crop) in enumerate(zip(faces, crops)):
+        out = paste_back(out, face, crop, mask=None if masks is None else masks[i], feather=feather)
     return out

@@ -17,11 +17,13 @@ from ..dense_face_core.errors import DenseFaceInputError
 from .comfy_side import CATEGORY
 from .comfy_side.blend_sampling import progress_callback as _progress_callback
 from .comfy_side.blend_sampling import sample_with_blending, schedule_sigmas
+from .comfy_side.face_rows import row_noise, row_seeds, slice_conditionings, slice_model
 from .comfy_side.input_checks import check_choice, check_latent, check_number
 
 log = logging.getLogger("dense_face")
 
 BACKGROUND_NOISE = ["fresh", "fixed"]
+BATCH_SEEDS = ["one stream", "per face (seed + row)"]
 
 
 def _default(options, preferred):
@@ -80,6 +82,15 @@ class DenseFaceLatentBlendSampler:
                                                            "the input latent exactly. Off = the authors: the "
                                                            "background is the model's output."}),
             },
+            "optional": {
+                "batch_seeds": (BATCH_SEEDS, {"default": BATCH_SEEDS[0], "tooltip":
+                                "A batch of several faces: one random stream for the whole batch, or each face "
+                                "drawn as a single run with seed + its row (its result then does not depend on "
+                                "the other faces, nor on max_batch)."}),
+                "max_batch": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
+                              "Sample at most this many faces at once (0 = all); larger groups go in chunks "
+                              "with one progress bar (chunks use per-face seeds)."}),
+            },
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -93,10 +104,11 @@ class DenseFaceLatentBlendSampler:
 
     def sample(self, model, positive, negative, latent_image, mask, seed, steps, cfg, sampler_name, scheduler,
                denoise=1.0, mask_threshold=LB.AUTHORS_KEEP_THRESHOLD, soft_mask=False, background_noise="fresh",
-               blend_end=1.0, final_composite=False):
+               blend_end=1.0, final_composite=False, batch_seeds="one stream", max_batch=0):
         check_choice(sampler_name, list(comfy.samplers.KSampler.SAMPLERS), "sampler_name")
         check_choice(scheduler, list(comfy.samplers.KSampler.SCHEDULERS), "scheduler")
         check_choice(background_noise, BACKGROUND_NOISE, "background_noise")
+        check_choice(batch_seeds, BATCH_SEEDS, "batch_seeds")
         if int(steps) < 1:
             raise DenseFaceInputError(f"steps: expected at least 1, got {steps!r}")
         denoise = check_number(denoise, "denoise", 0.0, 1.0)
@@ -113,19 +125,50 @@ class DenseFaceLatentBlendSampler:
             out["samples"] = samples.clone()
             return (out,)
         n_steps = len(sigmas) - 1
-        noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
-        result, blends = sample_with_blending(
-            model, noise, cfg, sampler_name, sigmas, positive, negative, samples, regen, seed=seed,
-            n_blend=LB.blended_step_count(n_steps, blend_end),
-            fixed_noise=noise if background_noise == "fixed" else None,
-            callback=_progress_callback(model, n_steps),
-            check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        chunk = int(max_batch) if 0 < int(max_batch) < batch else batch
+        seeds = row_seeds(seed, batch) if batch_seeds == BATCH_SEEDS[1] or chunk < batch else None
+        noise = row_noise(samples, seeds) if seeds else \
+            comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
+        run = dict(cfg=cfg, sampler_name=sampler_name, n_blend=LB.blended_step_count(n_steps, blend_end),
+                   fixed=background_noise == "fixed", seed=seed)
+        if chunk == batch:
+            result, blends = _sample_rows(model, positive, negative, samples, regen, noise, seeds, sigmas, run,
+                                          _progress_callback(model, n_steps))
+        else:
+            result, blends = _sample_chunks(model, positive, negative, samples, regen, noise, seeds, sigmas, run,
+                                            chunk)
         self.last_blends = blends  # (step, sigma, blended in place) of every blend, for inspection
         if final_composite:
             r = regen.to(device=result.device, dtype=result.dtype)
             result = r * result + (1.0 - r) * samples.to(device=result.device, dtype=result.dtype)
         out["samples"] = result
         return (out,)
+
+
+def _sample_rows(model, positive, negative, samples, regen, noise, seeds, sigmas, run, callback):
+    return sample_with_blending(
+        model, noise, run["cfg"], run["sampler_name"], sigmas, positive, negative, samples, regen, seed=run["seed"],
+        n_blend=run["n_blend"], fixed_noise=noise if run["fixed"] else None, callback=callback,
+        check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted, seeds=seeds)
+
+
+def _sample_chunks(model, positive, negative, samples, regen, noise, seeds, sigmas, run, chunk):
+    """Faces ``chunk`` at a time, each chunk with its rows of identities, poses and seeds; one progress bar."""
+    import torch
+
+    batch, n_steps = samples.shape[0], len(sigmas) - 1
+    starts = list(range(0, batch, chunk))
+    bar = comfy.utils.ProgressBar(n_steps * len(starts))
+    results, blends = [], []
+    for k, a in enumerate(starts):
+        b = min(a + chunk, batch)
+        pos, neg = slice_conditionings((positive, negative), a, b, batch)
+        out, made = _sample_rows(
+            slice_model(model, a, b), pos, neg, samples[a:b], regen[a:b], noise[a:b], seeds[a:b], sigmas, run,
+            lambda step, x0, x, total, k=k: bar.update_absolute(k * n_steps + step + 1, n_steps * len(starts)))
+        results.append(out)
+        blends += made
+    return torch.cat(results, dim=0), blends
 
 
 def _warn_about(regen, latent_image, size) -> None:

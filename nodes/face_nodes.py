@@ -1,30 +1,39 @@
 """Face crop + mask, paste-back and dense-target preview nodes (logic in dense_face_core)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 import comfy.model_management
 import comfy.utils
 
-from ..dense_face_core.annotation_vis import depth_image, draw_landmarks, parsing_image
+from ..dense_face_core.annotation_vis import depth_image, draw_landmarks, numbered_faces, parsing_image
 from ..dense_face_core.crop import FaceCrop, compute_face_crop, passthrough_crop, warp_to_crop
 from ..dense_face_core.dense_targets import compute_dense_targets
 from ..dense_face_core.errors import DenseFaceInputError, NoFaceError
 from ..dense_face_core.face_mask import face_mask
 from ..dense_face_core.images import to_rgb_uint8
-from ..dense_face_core.landmarker import select_face
-from ..dense_face_core.paste import paste_back
+from ..dense_face_core.face_batch import left_to_right, select_faces
+from ..dense_face_core.landmarker import MIN_FACE_PX, select_face
+from ..dense_face_core.paste import paste_faces
 from .comfy_side import CATEGORY
 from .comfy_side.face_analysis import get_analyzer, landmarker_input
 from .comfy_side.tensors import image_to_numpy, numpy_to_image, numpy_to_mask, rgb_channels
 
 ON_NO_FACE = ["error", "pass through (empty mask)"]
-FACE_CHOICE = ["largest", "by index"]
+FACE_CHOICE = ["largest", "by index", "all", "list"]
 
 
-def _pick(analyzer, rgb, which, index, name):
+def _pick(analyzer, rgb, which, index, face_list, name) -> list:
+    """The chosen faces of one photo, each with its left-to-right number."""
     faces = analyzer.detect(rgb, name=name)
-    return select_face(faces, "largest" if which == "largest" else int(index), name=name)
+    numbered = left_to_right([f for f in faces if f.size >= MIN_FACE_PX])
+    if which in ("all", "list"):
+        chosen = select_faces(faces, "all" if which == "all" else face_list, MIN_FACE_PX, name=name)
+    else:
+        chosen = [select_face(faces, "largest" if which == "largest" else int(index), name=name)]
+    return [(next(n for n, g in enumerate(numbered) if g is f), f) for f in chosen]
 
 
 class DenseFaceCropMask:
@@ -36,7 +45,7 @@ class DenseFaceCropMask:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE", {"tooltip": "Photo(s); each image in the batch is cropped on its own face."}),
+                "image": ("IMAGE", {"tooltip": "Photo(s); each image in the batch is cropped on its own face(s)."}),
                 "crop_size": ([512, 256], {"default": 512, "tooltip": "Side of the square crop. Dense-Face "
                                                                       "generates at 256; crop at 512 for quality."}),
                 "padding": ("FLOAT", {"default": 0.0, "min": -0.2, "max": 1.0, "step": 0.01,
@@ -46,53 +55,77 @@ class DenseFaceCropMask:
                                                    "16 matches the authors' forehead coverage."}),
                 "mask_feather": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 128.0, "step": 1.0,
                                            "tooltip": "Soft edge of the mask, in pixels of a 512 crop."}),
-                "face": (FACE_CHOICE, {"default": "largest", "tooltip": "Which face when there are several."}),
+                "face": (FACE_CHOICE, {"default": "largest", "tooltip":
+                         "Which face(s): the largest; one by index (by size); all of them; or a list "
+                         "(face_list). all/list give one crop per face, numbered left to right (see "
+                         "faces_preview)."}),
                 "face_index": ("INT", {"default": 0, "min": 0, "max": 63,
                                        "tooltip": "With 'by index': 0 = largest face, 1 = next largest, ..."}),
                 "on_no_face": (ON_NO_FACE, {"default": "error", "tooltip":
                                             "No face found: stop with an error, or pass the centred square "
                                             "through with an empty mask (paste-back then changes nothing)."}),
             },
-            "optional": {"landmarker": landmarker_input()},
+            "optional": {
+                "landmarker": landmarker_input(),
+                "face_list": ("STRING", {"default": "", "tooltip": "With face = list: the faces to take, by "
+                                                                   "their left-to-right numbers, e.g. '0,2'."}),
+            },
         }
 
-    RETURN_TYPES = ("IMAGE", "MASK", "FACE_CROP", "FLOAT", "FLOAT", "FLOAT")
-    RETURN_NAMES = ("crop", "mask", "face_crop", "yaw", "pitch", "roll")
-    OUTPUT_TOOLTIPS = ("Aligned square face crop.", "Face mask in crop space, 1 = face to regenerate.",
-                       "Exact transform back to the source image (for Dense-Face Paste Back).",
-                       "Yaw of the face as it appears in the crop (degrees; first image of the batch).",
-                       "Pitch of the face in the crop.", "Roll of the face in the crop.")
+    RETURN_TYPES = ("IMAGE", "MASK", "FACE_CROP", "FLOAT", "FLOAT", "FLOAT", "IMAGE")
+    RETURN_NAMES = ("crop", "mask", "face_crop", "yaw", "pitch", "roll", "faces_preview")
+    OUTPUT_TOOLTIPS = ("Aligned square face crop(s): one per chosen face.",
+                       "Face mask(s) in crop space, 1 = face to regenerate.",
+                       "Exact transform of every crop back to its source image (for Dense-Face Paste Back).",
+                       "Yaw of the first face as it appears in its crop (degrees).",
+                       "Pitch of the first face in its crop.", "Roll of the first face in its crop.",
+                       "Each photo with the chosen faces boxed and numbered (left to right).")
     FUNCTION = "crop"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Finds the face (MediaPipe), crops it square and upright like the authors' FFHQ-style "
                    "alignment, and returns its mask, transform and head pose.")
 
     def crop(self, image, crop_size, padding, mask_grow, mask_feather, face, face_index, on_no_face,
-             landmarker="auto"):
+             landmarker="auto", face_list=""):
         analyzer = get_analyzer(landmarker)
         images = image_to_numpy(image)
-        crops, masks, transforms = [], [], []
+        crops, masks, transforms, previews = [], [], [], []
         bar = comfy.utils.ProgressBar(len(images))
         for i, arr in enumerate(images):
             comfy.model_management.throw_exception_if_processing_interrupted()
             name = f"image {i} of the batch" if len(images) > 1 else "image"
             rgb = to_rgb_uint8(arr, name)
-            try:
-                detected = _pick(analyzer, rgb, face, face_index, name)
-                fc = compute_face_crop(detected, int(crop_size), padding, canonical_vertices=analyzer.canonical)
-                mask = face_mask(fc, grow=mask_grow, feather=mask_feather)
-            except NoFaceError:
-                if on_no_face == "error":
-                    raise
-                fc = passthrough_crop((rgb.shape[1], rgb.shape[0]), int(crop_size))
-                mask = np.zeros((fc.size, fc.size), np.float32)
-            crops.append(warp_to_crop(rgb_channels(arr), fc))
-            masks.append(mask)
-            transforms.append(fc)
+            found = self._faces_of(analyzer, rgb, i, name, (face, face_index, face_list, on_no_face),
+                                   (int(crop_size), padding, mask_grow, mask_feather))
+            for fc, mask in found:
+                crops.append(warp_to_crop(rgb_channels(arr), fc))
+                masks.append(mask)
+                transforms.append(fc)
+            previews.append(numbered_faces(rgb, [fc.box for fc, _m in found if fc.has_face],
+                                           [fc.face_number for fc, _m in found if fc.has_face]))
             bar.update(1)
         first = next((t for t in transforms if t.has_face), transforms[0])
         return (numpy_to_image([np.clip(c, 0, 1) for c in crops]), numpy_to_mask(masks), transforms,
-                float(first.yaw), float(first.pitch), float(first.roll))
+                float(first.yaw), float(first.pitch), float(first.roll), numpy_to_image(previews))
+
+    @staticmethod
+    def _faces_of(analyzer, rgb, index, name, choice, geometry) -> list[tuple[FaceCrop, np.ndarray]]:
+        """(crop transform, mask) of every chosen face of one photo; a pass-through square if none."""
+        which, face_index, face_list, on_no_face = choice
+        size, padding, grow, feather = geometry
+        try:
+            picked = _pick(analyzer, rgb, which, face_index, face_list, name)
+        except NoFaceError:
+            if on_no_face == "error":
+                raise
+            fc = replace(passthrough_crop((rgb.shape[1], rgb.shape[0]), size), source_index=index)
+            return [(fc, np.zeros((fc.size, fc.size), np.float32))]
+        out = []
+        for number, detected in picked:
+            fc = compute_face_crop(detected, size, padding, canonical_vertices=analyzer.canonical)
+            fc = replace(fc, source_index=index, face_number=number)
+            out.append((fc, face_mask(fc, grow=grow, feather=feather)))
+        return out
 
 
 def _per_item(seq, i, name):
@@ -128,7 +161,8 @@ class DenseFacePasteBack:
     OUTPUT_TOOLTIPS = ("The source image with the new face; outside the feathered mask it is bit-identical.",)
     FUNCTION = "paste"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Pastes a face crop back into its source image; pixels outside the feathered mask stay bit-identical."
+    DESCRIPTION = ("Pastes face crops back into their source images (every face of a group into its own photo, "
+                   "later faces over earlier ones); pixels outside the feathered masks stay bit-identical.")
 
     def paste(self, base, face, face_crop, feather, mask=None):
         if not isinstance(face_crop, (list, tuple)) or not all(isinstance(c, FaceCrop) for c in face_crop):
@@ -137,13 +171,30 @@ class DenseFacePasteBack:
         faces = [rgb_channels(f) for f in image_to_numpy(face)]
         masks = None if mask is None else [m for m in mask.detach().cpu().float().numpy()]
         out = []
-        for i, b in enumerate(bases):
+        for b, entries in enumerate(_paste_plan(face_crop, len(bases))):
             comfy.model_management.throw_exception_if_processing_interrupted()
-            fc = _per_item(face_crop, i, "face_crop")
-            m = None if masks is None else _per_item(masks, i, "mask")
-            out.append(paste_back(b, _per_item(faces, i, "face"), fc, mask=m,
-                                  feather=None if feather < 0 else feather))
+            crops = [_per_item(face_crop, k, "face_crop") for k in entries]
+            out.append(paste_faces(bases[b], [_per_item(faces, k, "face") for k in entries], crops,
+                                   None if masks is None else [_per_item(masks, k, "mask") for k in entries],
+                                   feather=None if feather < 0 else feather))
         return (numpy_to_image(out),)
+
+
+def _paste_plan(face_crop, n_bases: int) -> list[list[int]]:
+    """Which crops go into which base image, in paste order: every face of a group into its own photo
+    (Crop + Mask records the photo of each face); crops that all name photo 0 pair with the bases by
+    position (one crop for every base when there is one)."""
+    if n_bases > 1 and all(c.source_index == 0 for c in face_crop):
+        if len(face_crop) not in (1, n_bases):
+            raise DenseFaceInputError(f"face_crop: {len(face_crop)} crops for {n_bases} base images")
+        return [[min(b, len(face_crop) - 1)] for b in range(n_bases)]
+    plan: list[list[int]] = [[] for _ in range(n_bases)]
+    for k, crop in enumerate(face_crop):
+        if crop.source_index >= n_bases:
+            raise DenseFaceInputError(f"face_crop: face {k} comes from image {crop.source_index} of its batch, "
+                                      f"but base has {n_bases} image(s); paste into the photos it was cropped from")
+        plan[crop.source_index].append(k)
+    return plan
 
 
 class DenseFaceAnnotationTargets:

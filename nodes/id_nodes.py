@@ -8,8 +8,9 @@ import comfy.utils
 
 from ..dense_face_core.crop import compute_face_crop, warp_to_crop
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError
-from ..dense_face_core.id_embedding import (INSIGHTFACE_PACKS, IR_SE50, ArcFaceEncoder, IRSE50Encoder,
-                                            average_embeddings, find_insightface_recognition,
+from ..dense_face_core.face_batch import identity_groups
+from ..dense_face_core.id_embedding import (INSIGHTFACE_PACKS, IR_SE50, ArcFaceEncoder, IRSE50Encoder, as_identities,
+                                            average_embeddings, find_insightface_recognition, identities_value,
                                             load_feature_file)
 from ..dense_face_core.images import to_rgb_uint8
 from ..dense_face_core.landmarker import select_face
@@ -74,18 +75,25 @@ class DenseFaceIDEncoder:
                 "provider": (list(PROVIDERS), {"default": "CPU", "tooltip": "onnxruntime execution provider "
                                                                            "for insightface models."}),
             },
-            "optional": {"landmarker": landmarker_input()},
+            "optional": {
+                "landmarker": landmarker_input(),
+                "group_by": ("STRING", {"default": "", "tooltip":
+                             "Empty: every reference photo averaged into one identity. 'each': one identity per "
+                             "reference photo (a group: face i gets identity i). Groups such as '0+1, 2': "
+                             "identity 0 averages photos 0 and 1, identity 1 is photo 2."}),
+            },
         }
 
     RETURN_TYPES = ("FACE_ID",)
     RETURN_NAMES = ("face_id",)
-    OUTPUT_TOOLTIPS = ("One L2-normalised identity (the average over the reference photos) for Apply PC-Adapter.",)
+    OUTPUT_TOOLTIPS = ("The identity (L2-normalised average of its photos), or one per group for a group photo, "
+                       "for Apply PC-Adapter.",)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Identity embedding of the reference photos, aligned on MediaPipe landmarks: insightface "
                    "ArcFace (five points) or the authors' IR-SE50 (on their aligned 256 crop).")
 
-    def encode(self, reference, id_model, provider="CPU", landmarker="auto"):
+    def encode(self, reference, id_model, provider="CPU", landmarker="auto", group_by=""):
         analyzer = get_analyzer(landmarker)
         encoder = _encoder(id_model, provider)
         images = image_to_numpy(reference)
@@ -102,7 +110,9 @@ class DenseFaceIDEncoder:
             else:
                 embeddings.append(encoder.embed(rgb, face.points))
             bar.update(1)
-        return (average_embeddings(embeddings, encoder.model_name),)
+        groups = identity_groups(group_by, len(embeddings))
+        return (identities_value([average_embeddings([embeddings[i] for i in g], encoder.model_name)
+                                  for g in groups]),)
 
 
 class DenseFaceLoadIDEmbedding:
@@ -122,27 +132,32 @@ class DenseFaceLoadIDEmbedding:
                              {"default": IR_SE50, "tooltip": "The network that produced it (the authors' "
                                                              "feat_file_v2 files are ir_se50)."}),
             },
+            "optional": {
+                "face_id": ("FACE_ID", {"tooltip": "Identities before this one (chain loaders for a group: "
+                                                   "this file becomes the next identity)."}),
+            },
         }
 
     RETURN_TYPES = ("FACE_ID",)
     RETURN_NAMES = ("face_id",)
-    OUTPUT_TOOLTIPS = ("The identity for Dense-Face Apply PC-Adapter.",)
+    OUTPUT_TOOLTIPS = ("The identity for Dense-Face Apply PC-Adapter (appended to face_id when connected).",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads a saved identity embedding from ComfyUI's embedding folder or its input folder "
                    "(pickles only through torch.load(weights_only=True)).")
 
     @classmethod
-    def IS_CHANGED(cls, embedding, id_model):
+    def IS_CHANGED(cls, embedding, id_model, face_id=None):
         path = embedding_path(embedding)
         return f"{path}:{os.path.getmtime(path)}" if path else embedding
 
-    def load(self, embedding, id_model):
+    def load(self, embedding, id_model, face_id=None):
         path = embedding_path(embedding)
         if path is None:
             raise MissingModelError(f"embedding: '{embedding}' is not a file in ComfyUI/models/dense_face/embeddings/ "
                                     f"or in the input folder; put the file there (or upload it) and pick it again")
-        return (load_feature_file(path, id_model),)
+        before = as_identities(face_id) if face_id is not None else ()
+        return (identities_value(before + (load_feature_file(path, id_model),)),)
 
 
 NODE_CLASS_MAPPINGS = {"DenseFaceIDEncoder": DenseFaceIDEncoder, "DenseFaceLoadIDEmbedding": DenseFaceLoadIDEmbedding}

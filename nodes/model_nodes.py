@@ -5,13 +5,14 @@ import os
 
 from ..dense_face_core.errors import DenseFaceInputError, MissingModelError, WeightFileError
 from ..dense_face_core.face_mode import DenseFaceModel
-from ..dense_face_core.id_embedding import FaceID, check_id_model
+from ..dense_face_core.face_batch import face_identities
+from ..dense_face_core.id_embedding import as_identities, check_id_model
 from ..dense_face_core.identity import INIT_WORD, PLACEHOLDER_TOKEN
 from ..dense_face_core.official_checkpoint import ID_NETWORK_SUFFIX
 from ..dense_face_core.weight_file import load_weight_file
 from .comfy_side import CATEGORY
 from .comfy_side.folders import filenames, full_path
-from .comfy_side.identity_token import encode_with_identity
+from .comfy_side.identity_token import encode_with_identities
 from .comfy_side.model_cache import FileModelCache
 from .comfy_side.model_checks import check_model_and_weights
 from .comfy_side.pose_control import attach_pose, controlnet_for
@@ -94,6 +95,10 @@ class DenseFaceApplyPCAdapter:
             "optional": {
                 "positive": ("CONDITIONING", {"tooltip": "Used only when the prompt is empty (then without an "
                                                          "identity token)."}),
+                "face_to_identity": ("STRING", {"default": "", "tooltip":
+                                     "Several faces (a pose image per face) and several identities: which identity "
+                                     "each face gets, e.g. '0:2, 1:0' (face:identity). Empty: face i gets identity "
+                                     "i, the last identity repeated; one identity goes to every face."}),
             },
         }
 
@@ -109,41 +114,51 @@ class DenseFaceApplyPCAdapter:
 
     def apply(self, model, clip, dense_face, face_id, pose_image, negative, prompt=DEFAULT_PROMPT,
               adapter_strength=1.0, identity_strength=1.0, pose_strength=1.0, start_percent=0.0, end_percent=1.0,
-              positive=None):
+              positive=None, face_to_identity=""):
         if not isinstance(dense_face, DenseFaceModel):
             raise DenseFaceInputError("dense_face: connect the output of Dense-Face Loader")
-        if not isinstance(face_id, FaceID):
-            raise DenseFaceInputError("face_id: connect the output of Dense-Face ID Encoder or Load ID Embedding")
         if start_percent > end_percent:
             raise DenseFaceInputError(f"start_percent ({start_percent}) must not exceed end_percent ({end_percent})")
-        check_model_and_weights(model, dense_face)
-        check_id_model(face_id.model, dense_face.id_model)
-
-        patched = model.clone()
-        if adapter_strength != 0.0:
-            deltas = {f"diffusion_model.{k}": (v,) for k, v in dense_face.folded_weight_deltas().items()}
-            added = patched.add_patches(deltas, adapter_strength)
-            if len(added) != len(deltas):
-                missing = sorted(set(deltas) - set(added))[:3]
-                raise WeightFileError(f"the MODEL lacks {len(deltas) - len(added)} attention weights the adapter "
-                                      f"patches (e.g. {missing}); is it an SD1.5/SD2.1 UNet?")
-            install_query_biases(patched, dense_face.query_biases(face_id.embedding), adapter_strength,
-                                 _sigma_range(patched, start_percent, end_percent))
-
         if not prompt.strip() and positive is None:
             raise DenseFaceInputError("prompt is empty and no positive conditioning is connected: write the "
                                       f"face prompt (e.g. '{DEFAULT_PROMPT}') or connect positive")
+        check_model_and_weights(model, dense_face)
+        identities = as_identities(face_id)
+        for ident in identities:
+            check_id_model(ident.model, dense_face.id_model)
+        rows = face_identities(face_to_identity, int(pose_image.shape[0]), len(identities))
+        # one identity for every face: one row, broadcast over any latent batch (the single-face graphs)
+        embeddings = [identities[i].embedding for i in (rows[:1] if len(set(rows)) == 1 else rows)]
+        patched = _face_mode_model(model, dense_face, embeddings, adapter_strength, start_percent, end_percent)
         if prompt.strip():
-            offset = None
-            if identity_strength != 0.0:
-                offset = identity_strength * dense_face.identity_offset(face_id.embedding)
+            offsets = [identity_strength * dense_face.identity_offset(e) for e in embeddings] \
+                if identity_strength != 0.0 else [None]
             meta = dense_face.weights.metadata
-            positive = encode_with_identity(clip, prompt, meta.placeholder_token or PLACEHOLDER_TOKEN,
-                                            meta.init_word or INIT_WORD, offset)
+            positive = encode_with_identities(clip, prompt, meta.placeholder_token or PLACEHOLDER_TOKEN,
+                                              meta.init_word or INIT_WORD, offsets)
         if pose_strength != 0.0:
             positive, negative = attach_pose(positive, negative, controlnet_for(dense_face), pose_image,
                                              pose_strength, start_percent, end_percent)
         return (patched, positive, negative)
+
+
+def _face_mode_model(model, dense_face, embeddings, strength, start_percent, end_percent):
+    """A clone with the folded PC-adapter and the identity query bias (one row per face, or one for all)."""
+    import torch
+
+    patched = model.clone()
+    if strength == 0.0:
+        return patched
+    deltas = {f"diffusion_model.{k}": (v,) for k, v in dense_face.folded_weight_deltas().items()}
+    added = patched.add_patches(deltas, strength)
+    if len(added) != len(deltas):
+        missing = sorted(set(deltas) - set(added))[:3]
+        raise WeightFileError(f"the MODEL lacks {len(deltas) - len(added)} attention weights the adapter "
+                              f"patches (e.g. {missing}); is it an SD1.5/SD2.1 UNet?")
+    per_face = [dense_face.query_biases(e) for e in embeddings]
+    biases = {key: torch.cat([b[key] for b in per_face], dim=0) for key in per_face[0]}
+    install_query_biases(patched, biases, strength, _sigma_range(patched, start_percent, end_percent))
+    return patched
 
 
 def _sigma_range(model, start_percent: float, end_percent: float):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from ..dense_face_core.pose import (ANGLE_LIMIT, POSE_IMAGE_MAX_SIZE, POSE_IMAGE_MIN_SIZE, POSE_IMAGE_SIZE,
                                     draw_pose_image, pose_grid)
+from ..dense_face_core.errors import DenseFaceInputError
+from ..dense_face_core.face_batch import pose_overrides
 from .comfy_side import CATEGORY
 from .comfy_side.tensors import numpy_to_image
 
@@ -77,6 +79,44 @@ class DenseFacePoseGrid:
         return (numpy_to_image(images), len(images))
 
 
-NODE_CLASS_MAPPINGS = {"DenseFacePoseEuler": DenseFacePoseEuler, "DenseFacePoseGrid": DenseFacePoseGrid}
+class DenseFacePoseFromFaces:
+    """One pose image per face of a FACE_CROP (several faces of a group photo), at the detected angles."""
+
+    SEARCH_ALIASES = ["head pose", "pose per face", "group photo"]  # node search in ComfyUI 0.38+
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "face_crop": ("FACE_CROP", {"tooltip": "From Dense-Face Crop + Mask (face = all or list)."}),
+                "overrides": ("STRING", {"default": "", "tooltip":
+                              "Angles to change, per face (rows of the batch, 0 first): e.g. "
+                              "'1: yaw=20 pitch=-5; 2: roll=0'. Empty = every face at its detected pose."}),
+            },
+            "optional": {"size": ("INT", dict(_SIZE, tooltip="Canvas size of every pose image."))},
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("pose_images",)
+    OUTPUT_TOOLTIPS = ("Pose images, one per face, in the order of the crops (for Apply PC-Adapter).",)
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Pose images for every face of a group: each face keeps its own detected head pose (or the "
+                   "angles given for it), so each is regenerated at its own pose.")
+
+    def draw(self, face_crop, overrides="", size=POSE_IMAGE_SIZE):
+        if not isinstance(face_crop, (list, tuple)) or not face_crop:
+            raise DenseFaceInputError("face_crop: connect the FACE_CROP output of Dense-Face Crop + Mask")
+        changes = pose_overrides(overrides, len(face_crop))
+        images = []
+        for row, fc in enumerate(face_crop):
+            angles = {"yaw": fc.yaw, "pitch": fc.pitch, "roll": fc.roll, **changes.get(row, {})}
+            images.append(draw_pose_image(angles["yaw"], angles["pitch"], angles["roll"], size=size))
+        return (numpy_to_image(images),)
+
+
+NODE_CLASS_MAPPINGS = {"DenseFacePoseEuler": DenseFacePoseEuler, "DenseFacePoseGrid": DenseFacePoseGrid,
+                       "DenseFacePoseFromFaces": DenseFacePoseFromFaces}
 NODE_DISPLAY_NAME_MAPPINGS = {"DenseFacePoseEuler": "Dense-Face Pose Image (yaw/pitch/roll)",
-                              "DenseFacePoseGrid": "Dense-Face Pose Grid"}
+                              "DenseFacePoseGrid": "Dense-Face Pose Grid",
+                              "DenseFacePoseFromFaces": "Dense-Face Pose Images (one per face)"}

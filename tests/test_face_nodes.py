@@ -30,7 +30,7 @@ def crop_args(**kw):
 
 def test_crop_mask_batch_and_paste_back(comfy, landmarker_path, photos):
     node = comfy.node("DenseFaceCropMask")
-    crop, mask, face_crop, yaw, pitch, roll = node.crop(as_image(*photos), **crop_args(crop_size=256))
+    crop, mask, face_crop, yaw, pitch, roll, _preview = node.crop(as_image(*photos), **crop_args(crop_size=256))
     assert tuple(crop.shape) == (2, 256, 256, 3) and tuple(mask.shape) == (2, 256, 256)
     assert len(face_crop) == 2 and all(fc.has_face for fc in face_crop)
     assert 0.0 <= float(mask.min()) and float(mask.max()) == pytest.approx(1.0)
@@ -56,7 +56,7 @@ def test_no_face_error_and_pass_through(comfy, landmarker_path):
     node = comfy.node("DenseFaceCropMask")
     with pytest.raises(Exception, match="no face found"):
         node.crop(blank, **crop_args())
-    crop, mask, face_crop, yaw, pitch, roll = node.crop(blank, **crop_args(on_no_face="pass through (empty mask)"))
+    crop, mask, face_crop, yaw, pitch, roll, _preview = node.crop(blank, **crop_args(on_no_face="pass through (empty mask)"))
     assert tuple(crop.shape) == (1, 512, 512, 3) and float(mask.abs().max()) == 0.0
     assert not face_crop[0].has_face and (yaw, pitch, roll) == (0.0, 0.0, 0.0)
     (out,) = comfy.node("DenseFacePasteBack").paste(blank, torch.rand(1, 512, 512, 3), face_crop, -1.0, mask)

@@ -57,6 +57,7 @@ import torch
 
 from ...dense_face_core import latent_blend as LB
 from ...dense_face_core.errors import DenseFaceInputError
+from .face_rows import accepts_noise_sampler, row_noise_sampler
 
 try:
     import latent_preview
@@ -118,13 +119,14 @@ class BlendHook:
     """State of one sampling run: decides, per model call, whether and how to blend."""
 
     def __init__(self, sigmas, x0, regen, *, n_blend, fixed_noise=None, seed=0, noise_scaling=None,
-                 every_call=False, check_interrupt=None):
+                 every_call=False, check_interrupt=None, seeds=None):
         self.sigmas = [float(s) for s in sigmas]  # copied: some samplers edit their schedule in place
         self.x0 = x0
         self.regen = regen
         self.n_blend = int(n_blend)
         self.fixed_noise = fixed_noise
         self.seed = int(seed)
+        self.seeds = list(seeds) if seeds else None  # one per row: each face as a single run with its seed
         self.noise_scaling = noise_scaling
         self.every_call = every_call
         self.check_interrupt = check_interrupt
@@ -144,7 +146,12 @@ class BlendHook:
         if step not in self._noise:  # deterministic per (seed, step): a dropped entry is drawn again identically
             if len(self._noise) >= 2:
                 self._noise.pop(next(iter(self._noise)))
-            self._noise[step] = LB.step_noise(x.shape, self.seed, step).to(device=x.device, dtype=x.dtype)
+            if self.seeds and len(self.seeds) == x.shape[0]:
+                row = (1,) + tuple(x.shape[1:])
+                noise = torch.cat([LB.step_noise(row, s, step) for s in self.seeds], dim=0)
+            else:
+                noise = LB.step_noise(x.shape, self.seed, step)
+            self._noise[step] = noise.to(device=x.device, dtype=x.dtype)
         return self._noise[step]
 
     def step_of(self, s: float):
@@ -191,10 +198,11 @@ class _BlendingModel:
         return getattr(self._inner, name)
 
 
-def blending_sampler(base, make_hook):
+def blending_sampler(base, make_hook, noise_sampler_for=None):
     """A copy of ComfyUI sampler object ``base`` whose sampler function sees a blending model.
 
-    ``make_hook(sigmas)`` is called once per sampling run with the schedule it is given.
+    ``make_hook(sigmas)`` is called once per sampling run with the schedule it is given;
+    ``noise_sampler_for(x, sigmas)``, when given, supplies the noise of samplers that draw some.
     """
     fn = getattr(base, "sampler_function", None)
     if fn is None:
@@ -203,6 +211,8 @@ def blending_sampler(base, make_hook):
     sampler = copy.copy(base)
 
     def sampler_function(model, x, sigmas, *args, **kwargs):
+        if noise_sampler_for is not None and kwargs.get("noise_sampler") is None and accepts_noise_sampler(fn):
+            kwargs["noise_sampler"] = noise_sampler_for(x, sigmas)
         return fn(_BlendingModel(model, make_hook(sigmas)), x, sigmas, *args, **kwargs)
 
     sampler_function.__name__ = getattr(fn, "__name__", "sampler_function")
@@ -211,8 +221,10 @@ def blending_sampler(base, make_hook):
 
 
 def sample_with_blending(model, noise, cfg, sampler_name, sigmas, positive, negative, samples, regen, *, seed,
-                         n_blend, fixed_noise, callback, check_interrupt):
-    """``comfy.sample.sample_custom`` with the blend in front of every model call; (result, blends made)."""
+                         n_blend, fixed_noise, callback, check_interrupt, seeds=None):
+    """``comfy.sample.sample_custom`` with the blend in front of every model call; (result, blends made).
+
+    With ``seeds`` (one per row) every random draw of row i is that of a single run with seeds[i]."""
     x0 = latent_in(model, samples)
     model_sampling = model_sampling_of(model)
     hooks = []
@@ -220,10 +232,12 @@ def sample_with_blending(model, noise, cfg, sampler_name, sigmas, positive, nega
     def make_hook(run_sigmas):
         hooks.append(BlendHook(run_sigmas, x0, regen, n_blend=n_blend, fixed_noise=fixed_noise, seed=seed,
                                noise_scaling=model_sampling.noise_scaling,
-                               every_call=sampler_name in OWN_STEP_SAMPLERS, check_interrupt=check_interrupt))
+                               every_call=sampler_name in OWN_STEP_SAMPLERS, check_interrupt=check_interrupt,
+                               seeds=seeds))
         return hooks[-1]
 
-    sampler = blending_sampler(comfy.samplers.sampler_object(sampler_name), make_hook)
+    rows = (lambda x, s: row_noise_sampler(sampler_name, x, s, seeds)) if seeds else None
+    sampler = blending_sampler(comfy.samplers.sampler_object(sampler_name), make_hook, rows)
     result = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, samples,
                                         noise_mask=None, callback=callback,
                                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)

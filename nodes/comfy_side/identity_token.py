@@ -38,6 +38,17 @@ def encode_with_identity(clip, text: str, placeholder: str, init_word: str, offs
     return [[cond, {"pooled_output": pooled}]]
 
 
+def encode_with_identities(clip, text: str, placeholder: str, init_word: str, offsets: list):
+    """One conditioning row per offset (face i of a group with identity i); a single row broadcasts."""
+    conds = [encode_with_identity(clip, text, placeholder, init_word, o) for o in offsets]
+    if len(conds) == 1:
+        return conds[0]
+    cond = torch.cat([c[0][0] for c in conds], dim=0)
+    pooled = [c[0][1].get("pooled_output") for c in conds]
+    extra = {"pooled_output": torch.cat(pooled, dim=0)} if all(p is not None for p in pooled) else {}
+    return [[cond, extra]]
+
+
 def _single_token_id(clip, word: str, name: str) -> int:
     tokens = clip.tokenize(word)
     seq = next(iter(tokens.values()))[0]

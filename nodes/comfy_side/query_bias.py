@@ -21,7 +21,8 @@ class QueryBiasPatch:
 
     def __init__(self, bias: torch.Tensor, strength: float, sigma_range: tuple[float, float] | None = None,
                  previous=None):
-        self.scaled_bias = (float(strength) * bias).reshape(1, 1, -1)
+        rows = bias.shape[0] if bias.ndim == 2 else 1  # one row per face of a group, or one for all
+        self.scaled_bias = (float(strength) * bias).reshape(rows, 1, -1)
         self.strength = float(strength)
         self.sigma_range = sigma_range  # (sigma at start_percent, sigma at end_percent); None = every step
         self.previous = previous
@@ -45,6 +46,13 @@ class QueryBiasPatch:
             moved.previous = self.previous.to(device_or_dtype)
         return moved
 
+    def rows(self, start: int, stop: int) -> QueryBiasPatch:
+        """The patch for faces ``start:stop`` of a group (a chunk of its latent batch); one row stays one."""
+        part = copy.copy(self)
+        if self.scaled_bias.shape[0] > 1:
+            part.scaled_bias = self.scaled_bias[start:stop]
+        return part
+
     def models(self) -> list:
         """Extra models ComfyUI must load for this patch: none of ours, those of the patch we wrap."""
         return list(self.previous.models()) if hasattr(self.previous, "models") else []
@@ -67,6 +75,11 @@ class QueryBiasPatch:
             bias = self.scaled_bias
             if bias.device != q.device or bias.dtype != q.dtype:  # a caller that did not move the patches
                 bias = bias.to(device=q.device, dtype=q.dtype)
+            if bias.shape[0] > 1:  # per face: the rows come as [cond faces..., uncond faces...] (cond_or_uncond)
+                if q.shape[0] % bias.shape[0]:
+                    raise DenseFaceError(f"Dense-Face identity query bias: {bias.shape[0]} faces but a batch of "
+                                         f"{q.shape[0]} rows; give the sampler one latent per face")
+                bias = bias.repeat(q.shape[0] // bias.shape[0], 1, 1)
             q = q + bias
         if self.previous is not None:
             return self.previous(q, k, v, extra_options)
