@@ -37,6 +37,10 @@ def check_model_options(args) -> None:
                                 "CodeFormer export); models are never downloaded")
     if not 0.0 <= float(getattr(args, "restore_fidelity", 0.5)) <= 1.0:
         raise DenseFaceInputError("--restore-fidelity must be within 0..1")
+    if restore:  # its interface, checked here once rather than as a failure in every worker
+        from ..restoration import OnnxRestorer
+
+        OnnxRestorer(restore)
 
 
 def _folder_id(path) -> dict:
