@@ -187,6 +187,10 @@ def build(args, timings: dict | None = None) -> dict:
     ``timings`` (optional) receives ``first``/``last``: ``time.perf_counter()`` at the
     first and last image result, for throughput without start-up (the benchmark).
     """
+    if getattr(args, "engine", "local") == "ray":
+        from .ray_engine import _import_ray
+
+        _import_ray()  # a missing Ray is a one-line error before anything is written
     landmarker = landmarker_path(args.landmarker)
     shard_dir = Path(args.out) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)

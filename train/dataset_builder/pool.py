@@ -27,14 +27,30 @@ def _run_items(cfg: dict, items: list[tuple[object, Item]], on_result, workers: 
     """
     fn = fn or process_item
     if workers <= 1:
+        threads = _torch_threads(cfg)
         _init_worker(cfg)
         try:
             for slot, item in items:
                 on_result(slot, fn(item))
         finally:
             _close_worker()
+            if threads is not None:  # the models pinned this (the caller's) process to one thread
+                import torch
+
+                torch.set_num_threads(threads)
         return
     _run_pool(cfg, items, on_result, workers, fn, window or workers * 8)
+
+
+def _torch_threads(cfg: dict) -> int | None:
+    """This process's torch thread count, where the models may change it (torch captioners, CLIP)."""
+    from .model_set import captioner_paths
+
+    if "torch" not in sys.modules and not (captioner_paths(cfg) or cfg.get("clip_model")):
+        return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _preload(cfg: dict) -> list[str]:
