@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
         "heatmap_sigma": 1.0,
         "min_images_per_identity": 1,
         "num_workers": 2,
+        "stream": "auto",               # stream the tars (DenseFaceStream): true | false | auto (> 50000 samples)
+        "shuffle_buffer": 1000,         # pairs mixed by the streaming reader (per DataLoader worker)
         "require_embeddings": True,
         "id_embedding_model": None,     # override the manifest's name (recorded in the weight file)
         "latents": "sample",            # sample (authors: posterior sample) | mean
@@ -229,6 +231,8 @@ def validate(cfg: dict) -> None:
     need(d["root"] or d["build"] or int(d["synthetic"] or 0) > 0,
          "set data.root (a build-dataset folder), data.build or data.synthetic")
     need(d["latents"] in ("sample", "mean"), "data.latents must be sample or mean")
+    need(d.get("stream", "auto") in ("auto", True, False), "data.stream must be true, false or auto")
+    need(int(d.get("shuffle_buffer", 1000)) >= 1, "data.shuffle_buffer must be >= 1")
     need(t["mixed_precision"] in ("no", "fp16", "bf16"), "train.mixed_precision must be no, fp16 or bf16")
     need(t["lr_scheduler"] in ("constant", "linear", "cosine"), "train.lr_scheduler: constant, linear or cosine")
     for k in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "log_every"):

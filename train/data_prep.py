@@ -109,6 +109,15 @@ def run_dataset(cfg: dict, accelerator):
     if not main:
         root = ensure_dataset(cfg)  # now only locates the finished build
     id_model = embedding_model_name(cfg, root)
+    if use_stream(d, root):
+        from .dataset import DenseFaceStream
+
+        dataset = DenseFaceStream(root, image_size=int(d["image_size"]), target_size=int(d["target_size"]),
+                                  seed=int(t["seed"]), rank=accelerator.process_index,
+                                  world_size=accelerator.num_processes, shuffle_buffer=int(d["shuffle_buffer"]),
+                                  repeat=True, heatmap_sigma=float(d["heatmap_sigma"]),
+                                  require_embeddings=bool(d["require_embeddings"]))
+        return dataset, root, id_model
     dataset = DenseFacePairs(root, image_size=int(d["image_size"]), target_size=int(d["target_size"]),
                              seed=int(t["seed"]), min_images_per_identity=int(d["min_images_per_identity"]),
                              heatmap_sigma=float(d["heatmap_sigma"]),
@@ -116,10 +125,31 @@ def run_dataset(cfg: dict, accelerator):
     return dataset, root, id_model
 
 
+STREAM_AUTO_SAMPLES = 50_000  # data.stream=auto streams sets larger than this
+
+
+def use_stream(d: dict, root) -> bool:
+    """data.stream: true / false, or auto: stream when the build holds more than STREAM_AUTO_SAMPLES samples."""
+    choice = d.get("stream", "auto")
+    if choice != "auto":
+        return bool(choice)
+    from .dataset import read_manifest
+
+    manifest = read_manifest(root) or {}
+    return int(manifest.get("samples") or 0) > STREAM_AUTO_SAMPLES
+
+
 def make_loader(cfg: dict, dataset, rank: int, world: int, start: int, device) -> torch.utils.data.DataLoader:
-    """Batches of this rank from its sample ``start`` on (see :class:`ResumableSampler`)."""
-    sampler = ResumableSampler(len(dataset), rank, world, int(cfg["train"]["seed"]), start=start)
+    """Batches of this rank from its sample ``start`` on (see :class:`ResumableSampler`; a stream
+    resumes itself, see ``DenseFaceStream.resume``)."""
     workers = int(cfg["data"]["num_workers"])
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        batch = int(cfg["train"]["batch_size"])
+        dataset.resume(start, batch)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers,
+                                           persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                                           drop_last=True)
+    sampler = ResumableSampler(len(dataset), rank, world, int(cfg["train"]["seed"]), start=start)
     return torch.utils.data.DataLoader(EpochItems(dataset), batch_size=int(cfg["train"]["batch_size"]),
                                        sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                                        pin_memory=device.type == "cuda", drop_last=True)

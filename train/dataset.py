@@ -93,12 +93,7 @@ def _dist_rank_world(rank, world_size) -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def pick_reference(n: int, target: int, rng: np.random.Generator) -> int:
-    """Another sample of the identity, uniformly; the target itself only when it is alone."""
-    if n <= 1:
-        return target
-    j = int(rng.integers(n - 1))
-    return j + (j >= target)
+from .shard_stream import pick_reference  # noqa: E402 (one definition for both datasets)
 
 
 # ============================================================== decoding
@@ -345,13 +340,20 @@ class DenseFaceStream(torch.utils.data.IterableDataset):
     sample becomes a target once, with a reference drawn from the group, and pairs pass
     through a ``shuffle_buffer`` so a batch mixes identities. ``repeat=True`` streams
     epochs forever (the trainer counts steps), which keeps DDP ranks in step.
+
+    Resumable: :meth:`resume` (or ``start=``) takes the number of samples this rank has
+    consumed and the DataLoader's batch size; each worker then starts where it stood, and
+    the stream goes on with exactly the items an uninterrupted one would have given. Tars
+    are only ever read sequentially, and a resumed stream does not open the shards it has
+    finished (the order is planned from the index files, see :mod:`train.shard_stream`).
     """
 
     def __init__(self, root, image_size: int = IMAGE_SIZE, target_size: int = TARGET_SIZE,
                  seed: int = 0, rank: int | None = None, world_size: int | None = None,
                  shuffle: bool = True, shuffle_buffer: int = 256, repeat: bool = False,
                  split: str = "auto", heatmap_sigma: float = 1.0,
-                 return_reference_image: bool = False, require_embeddings: bool = False):
+                 return_reference_image: bool = False, require_embeddings: bool = False,
+                 start: int = 0, batch_size: int = 1):
         super().__init__()
         self.shards = _shards_or_raise(root)
         if split not in ("auto", "shard", "group"):
@@ -360,6 +362,8 @@ class DenseFaceStream(torch.utils.data.IterableDataset):
         self.seed, self.epoch = int(seed), 0
         self.rank, self.world_size = _dist_rank_world(rank, world_size)
         self.shuffle, self.shuffle_buffer, self.repeat, self.split = shuffle, int(shuffle_buffer), repeat, split
+        self.resume(start, batch_size)
+        self._samples: dict[int, list[dict]] = {}
         indexes = [S.load_index(p) for p in self.shards]
         self.num_samples = sum(len(i["samples"]) for i in indexes) if all(indexes) else None
         manifest = read_manifest(root)
@@ -374,57 +378,44 @@ class DenseFaceStream(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def resume(self, samples_seen: int, batch_size: int = 1) -> None:
+        """Start after the first ``samples_seen`` samples this rank consumed (from epoch ``set_epoch``),
+        in a DataLoader of ``batch_size`` (its workers take whole batches in turn). Exact with
+        ``repeat=True``; without it, exact as long as no worker of the rank has run dry."""
+        if int(samples_seen) < 0 or int(batch_size) < 1:
+            raise ValueError("resume: samples_seen must be >= 0 and batch_size >= 1")
+        self.start, self.batch_size = int(samples_seen), int(batch_size)
+
     def __len__(self) -> int:
         if self.num_samples is None:
             raise TypeError("length unknown: shards have no index files")
         return self.num_samples // max(1, self.world_size)
 
-    def _groups(self, path: Path) -> Iterator[list[tuple[str, dict]]]:
-        index = S.load_index(path)
-        if index and index["samples"]:
-            fields = set(self.decoder.target_fields(index["samples"][0]["offsets"]))
-        else:  # no index: read every crop size, keep the one the decoder wants
-            base = set(self.decoder.target_fields({"crop_1.jpg"})) - {"crop_1.jpg"}
-            fields = lambda f: f in base or (f.startswith("crop_") and f.endswith(".jpg"))
-        group, ident = [], None
-        for key, files in S.iter_shard(path, fields):
-            files = self.decoder.prune(files)
-            meta_ident = json.loads(files["meta.json"])["identity"]
-            if group and meta_ident != ident:
-                yield group
-                group = []
-            ident = meta_ident
-            group.append((key, files))
-        if group:
-            yield group
+    # ---------------------------------------------------------- the plan
+    def _samples_of(self, si: int) -> list[dict]:
+        if si not in self._samples:
+            self._samples[si] = shard_samples(self.shards[si])
+        return self._samples[si]
 
-    def _pairs(self, epoch: int) -> Iterator[tuple[dict, dict, bool]]:
+    def _fields_of(self, si: int):
+        samples = self._samples_of(si)
+        return set(self.decoder.target_fields(samples[0]["offsets"])) if samples else set()
+
+    def _consumer(self) -> tuple[int, int, int]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        consumers, slot = self.world_size * nw, self.rank * nw + wid
-        order = list(range(len(self.shards)))
-        if self.shuffle:
-            np.random.default_rng([self.seed, epoch]).shuffle(order)
-        split = self.split
-        if split == "auto":
-            split = "shard" if len(self.shards) >= consumers else "group"
-        mine = order[slot::consumers] if split == "shard" else order
-        group_no = 0
-        for si in mine:
-            for gi, group in enumerate(self._groups(self.shards[si])):
-                group_no += 1
-                if split == "group" and (group_no - 1) % consumers != slot:
-                    continue
-                rng = np.random.default_rng([self.seed, epoch, si, gi])
-                targets = np.arange(len(group))
-                if self.shuffle:
-                    rng.shuffle(targets)
-                for t in targets:
-                    r = pick_reference(len(group), int(t), rng)
-                    tf = group[t][1]
-                    rf = tf if r == t else group[r][1]
-                    yield tf, rf, bool(r == t)
+        return wid, nw, self.rank * nw + wid
 
+    def plan(self, epoch: int, worker: int = 0, num_workers: int = 1) -> list:
+        """``(shard, target, reference)`` sample indices this consumer gives in ``epoch``, in order."""
+        from .shard_stream import epoch_plan
+
+        return epoch_plan(self._samples_of, len(self.shards), seed=self.seed, epoch=epoch,
+                          slot=self.rank * num_workers + worker, consumers=self.world_size * num_workers,
+                          split=self.split, shuffle=self.shuffle, shuffle_buffer=self.shuffle_buffer,
+                          buffer_seed=[self.seed, epoch, self.rank, worker, 1])
+
+    # ---------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[dict]:
         return self._iterate(self.decoder.decode)
 
@@ -433,27 +424,23 @@ class DenseFaceStream(torch.utils.data.IterableDataset):
         return self._iterate(_pair_keys)
 
     def _iterate(self, decode) -> Iterator:
-        epoch = self.epoch
-        info = torch.utils.data.get_worker_info()
-        wid = info.id if info is not None else 0
+        from .shard_stream import follow_plan, worker_position
+
+        wid, nw, _ = self._consumer()
+        # a DataLoader asks its workers for batches in turn, starting with worker 0 at every start: after
+        # b batches, worker w plays the part worker (w + b) % nw had, so the batches come in the same order
+        role = (wid + self.start // self.batch_size) % nw
+        epoch, skip = self.epoch, worker_position(self.start, self.batch_size, role, nw)
         while True:
-            rng = np.random.default_rng([self.seed, epoch, self.rank, wid, 1])
-            buf: list = []
-            for pair in self._pairs(epoch):
-                if not self.shuffle or self.shuffle_buffer <= 1:
-                    yield decode(*pair)
-                    continue
-                if len(buf) < self.shuffle_buffer:
-                    buf.append(pair)
-                    continue
-                j = int(rng.integers(len(buf)))
-                out, buf[j] = buf[j], pair
-                yield decode(*out)
-            if self.shuffle:
-                rng.shuffle(buf)
-            for pair in buf:
-                yield decode(*pair)
-            if not self.repeat:
+            plan = self.plan(epoch, role, nw)
+            if skip >= len(plan) and plan and self.repeat:
+                skip -= len(plan)
+            elif skip < len(plan):
+                for target, reference, same in follow_plan(plan, skip, self.shards, self._samples_of,
+                                                           self._fields_of, self.decoder.prune):
+                    yield decode(target, reference, same)
+                skip = 0
+            if not self.repeat or not plan:
                 return
             epoch += 1
 
