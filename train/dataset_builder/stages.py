@@ -84,16 +84,31 @@ def _init_worker(cfg: dict, with_models: bool = True) -> None:
     import cv2
 
     from ...dense_face_core.landmarker import FaceAnalyzer
-    from ..caption_models import resolve_device
 
     if cfg.get("workers", 1) > 1:
         cv2.setNumThreads(1)
     _close_worker()
     _W["cfg"] = cfg
     _W["analyzer"] = FaceAnalyzer(cfg["landmarker"], max_faces=4)
-    _W["models"] = ModelSet(cfg, resolve_device(cfg.get("device")))
-    if with_models:
-        _W["models"].load_all()
+    _W["models"] = ModelSet(cfg, model_device(cfg)).load_all() if with_models else None
+
+
+def model_device(cfg: dict) -> str:
+    """Where this process runs its models: ``--device``, or for ``auto`` a GPU when there is one. Asks
+    torch only when a torch model (captioner, CLIP) is configured (importing it costs a worker ~1.5 s),
+    onnxruntime for the ONNX ones, and nobody without models."""
+    device = cfg.get("device") or "auto"
+    if device != "auto":
+        return str(device)
+    if captioner_paths(cfg) or cfg.get("clip_model"):
+        from ..caption_models import resolve_device
+
+        return resolve_device(device)
+    if cfg.get("restore_model") or cfg.get("arcface_onnx"):
+        import onnxruntime as ort
+
+        return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    return "cpu"
 
 
 def _close_worker() -> None:
