@@ -514,29 +514,33 @@ def test_local_captioner_used_when_no_caption_file(tmp_path, monkeypatch):
         captions.LocalCaptioner(str(tmp_path / "missing"))
 
 
-def crash_on_marked(item):
-    """Worker stand-in that dies (like a native crash) on files named *crash*."""
-    from dense_face.train.dataset_builder import process_item
+def crash_on_marked(work):
+    """Worker stand-in that dies (like a native crash) on a chunk holding a file named *crash*."""
+    from dense_face.train.dataset_builder import process_chunk
 
-    if "crash" in item.rel:
+    if any("crash" in item.rel for item in work.items):
         os._exit(3)
-    return process_item(item)
+    return process_chunk(work)
 
 
 def test_worker_crash_is_isolated(tmp_path):
-    """A worker dying on one image costs that image (outcome 'crashed'), not the build."""
+    """A worker dying on one image costs that image (outcome 'crashed'), not the build: the chunk it
+    was in is retried alone, then image by image."""
     _need_shared()
     from dense_face.train.dataset_builder import Item, _run_items
+    from dense_face.train.dataset_builder.chunks import Chunk
 
-    photos = sorted((CELEBS / "Oprah_Winfrey").glob("*.jpg"))[:4]
+    photos = sorted((CELEBS / "Oprah_Winfrey").glob("*.jpg"))[:6]
     items = [Item("o", str(p), f"o/{'crash' if i == 1 else 'ok'}{i}.jpg", 1) for i, p in enumerate(photos)]
+    chunks = [Chunk(0, 0, items[:4]), Chunk(0, 4, items[4:])]
     cfg = {"landmarker": str(TASK), "crop_sizes": (256,), "min_crop": 48, "max_pixels": 10**8,
            "keep_grayscale": True, "tiles": False, "arcface_onnx": None, "embedding_model": None,
            "captioner": None, "workers": 2}
     got = []
-    _run_items(cfg, list(enumerate(items)), lambda slot, res: got.append((slot, res["outcome"])), 2,
+    _run_items(cfg, [(c.slot, c) for c in chunks],
+               lambda slot, res: got.extend((slot[1] + k, r["outcome"]) for k, r in enumerate(res)), 2,
                fn=crash_on_marked)
-    assert got == [(0, "ok"), (1, "crashed"), (2, "ok"), (3, "ok")]
+    assert got == [(0, "ok"), (1, "crashed"), (2, "ok"), (3, "ok"), (4, "ok"), (5, "ok")]
 
 
 def test_insightface_model_argument(arcface, tmp_path):

@@ -21,6 +21,7 @@ from .stages import _W, ensure_cpu_worker, plan_stages, run_stages, stage_groups
 from .worker import finish_state
 
 RAY_INSTALL = "pip install 'ray[data]'"
+MAX_BLOCKS = 4096
 
 
 def _import_ray():
@@ -105,7 +106,8 @@ def _dataset(ray, cfg: dict, chunks: list, args):
     ctx.execution_options.preserve_order = True  # rows back in input order: shards complete one by one
     ctx.enable_progress_bars = False            # the build's own bar counts images by outcome
     rows = [{"unit": c.unit, "start": c.start, "payload": pickle.dumps(c.items, protocol=5)} for c in chunks]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # one block per chunk for fine-grained balancing, but not millions of blocks for a big build
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     groups = stage_groups(plan_stages(cfg))
     n_actors = sum(1 for g in groups if g[0].model is not None) * args.model_actors
     cpus, gpus = actor_resources(args, n_actors, ray.cluster_resources())
