@@ -16,12 +16,14 @@ import pickle
 
 import numpy as np
 
-from ...dense_face_core.errors import DenseFaceInputError
+from ...dense_face_core.errors import DenseFaceError, DenseFaceInputError
 from .stages import _W, ensure_cpu_worker, plan_stages, run_stages, stage_groups
 from .worker import finish_state
 
 RAY_INSTALL = "pip install 'ray[data]'"
 MAX_BLOCKS = 4096
+# Ray Data retries a task forever by default: a photo that crashes its worker natively would hang the build
+TASK_RETRIES = 3
 
 
 def _import_ray():
@@ -114,7 +116,7 @@ def _dataset(ray, cfg: dict, chunks: list, args):
     for i, group in enumerate(groups):
         later = [st for g in groups[i + 1:] for st in g]
         if group[0].model is None:
-            ds = ds.map_batches(cpu_task, batch_size=1, batch_format="numpy", num_cpus=1,
+            ds = ds.map_batches(cpu_task, batch_size=1, batch_format="numpy", num_cpus=1, max_retries=TASK_RETRIES,
                                 fn_kwargs={"cfg": cfg, "stages": group, "later": later})
         else:
             ds = ds.map_batches(ModelActor, batch_size=1, batch_format="numpy",
@@ -132,6 +134,11 @@ def run_ray(cfg: dict, chunks: list, on_chunk, args) -> None:
         for row in _dataset(ray, cfg, chunks, args).iter_rows():
             states = pickle.loads(row["payload"])
             on_chunk((int(row["unit"]), int(row["start"])), [finish_state(s, cfg) for s in states])
+    except ray.exceptions.RayError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DenseFaceError(f"the Ray run failed ({type(exc).__name__}: {first[:200]}); the finished shards are "
+                             "kept and the same command resumes. If a worker keeps dying on one chunk (a native "
+                             "crash on a photo), --engine local records that photo as crashed and goes on") from None
     finally:
         if started:
             ray.shutdown()
