@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 
 import numpy as np
 
@@ -100,6 +101,18 @@ class ModelActor:
         return _rows_out(batch, out)
 
 
+def _cpu_map(ds, fn_kwargs: dict):
+    """A run of CPU stages as Ray tasks, retried TASK_RETRIES times. Ray Data takes ``max_retries`` only
+    through its deprecated free-form remote args (no named parameter yet); without them, Ray's default."""
+    kw = {"batch_size": 1, "batch_format": "numpy", "num_cpus": 1, "fn_kwargs": fn_kwargs}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        try:
+            return ds.map_batches(cpu_task, max_retries=TASK_RETRIES, **kw)
+        except TypeError:  # a Ray that no longer takes remote args here
+            return ds.map_batches(cpu_task, **kw)
+
+
 def _dataset(ray, cfg: dict, chunks: list, args):
     """The Ray Data pipeline over ``chunks``: a map per stage group, model stages as actor pools."""
     from ray.data import ActorPoolStrategy, DataContext
@@ -116,8 +129,7 @@ def _dataset(ray, cfg: dict, chunks: list, args):
     for i, group in enumerate(groups):
         later = [st for g in groups[i + 1:] for st in g]
         if group[0].model is None:
-            ds = ds.map_batches(cpu_task, batch_size=1, batch_format="numpy", num_cpus=1, max_retries=TASK_RETRIES,
-                                fn_kwargs={"cfg": cfg, "stages": group, "later": later})
+            ds = _cpu_map(ds, fn_kwargs={"cfg": cfg, "stages": group, "later": later})
         else:
             ds = ds.map_batches(ModelActor, batch_size=1, batch_format="numpy",
                                 fn_constructor_kwargs={"cfg": cfg, "stage": group[0], "later": later,
