@@ -94,6 +94,7 @@ BENCHMARKS = {
     "dataset": "bench.dataset",
     "pipeline": "bench.pipeline",
     "train": "bench.train",
+    "group": "bench.group",
 }
 
 

@@ -1,6 +1,8 @@
 """Workflows executed by ComfyUI's own executor inside this process, with live progress on stderr."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -39,41 +41,69 @@ class InProcessRunner:
         self.host = host
         self.server = _HeadlessServer()
         self.executor = new_executor(execution, self.server)
+        # Save/Preview nodes read the output folder when they are made, and the executor keeps them between
+        # runs: they write into one staging folder for the runner's life, each run's files moved to its own.
+        self.staging = Path(tempfile.mkdtemp(prefix="dense-face-out-"))
 
     def run(self, wf: dict, out_dir: Path) -> list[Path]:
         import comfy.utils
+        import folder_paths
+
+        folder_paths.set_output_directory(str(self.staging))  # again: another runner may have set its own
+        folder_paths.set_temp_directory(str(self.staging / "previews"))
 
         titles = {k: v.get("_meta", {}).get("title", v["class_type"]) for k, v in wf.items()}
         outputs = _validated_outputs(wf, titles)
         self.server.printer = ProgressPrinter(titles)
         self.server.errors = []
         comfy.utils.set_progress_bar_global_hook(lambda value, total, *a, **k: self.server.printer.step(value, total))
-        before = _files_under(out_dir)
-        written = self._execute(wf, outputs, titles, out_dir, before)
-        if not written and any(n["class_type"] == "SaveImage" for n in wf.values()):
-            # every node came from the executor's cache (the same graph and inputs as a run before):
-            # run it afresh so the files are written again
-            self.executor.reset()
-            written = self._execute(wf, outputs, titles, out_dir, before)
+        try:
+            written = self._execute(wf, outputs, titles)
+            if not written and any(n["class_type"] == "SaveImage" for n in wf.values()):
+                # every node came from the executor's cache (the same graph and inputs as a run before):
+                # run it afresh so the files are written again
+                self.executor.reset()
+                written = self._execute(wf, outputs, titles)
+        finally:
+            written = _move_new_files(self.staging, Path(out_dir))
         self.server.printer.finished(f"{len(written)} file(s)")
         return written
 
-    def _execute(self, wf, outputs, titles, out_dir, before) -> list[Path]:
+    def close(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _execute(self, wf, outputs, titles) -> list[Path]:
         try:
             self.executor.execute(wf, str(uuid.uuid4()), {"client_id": "dense-face-cli"}, outputs)
         except KeyboardInterrupt:
             import comfy.model_management
 
             comfy.model_management.interrupt_current_processing(False)
-            kept = sorted(_files_under(out_dir) - before)
-            self.server.printer.note(f"interrupted; {len(kept)} file(s) had been written to {out_dir}")
+            kept = _files_under(self.staging)
+            self.server.printer.note(f"interrupted; {len(kept)} file(s) had been written (kept in the output folder)")
             raise
         if not getattr(self.executor, "success", True) or self.server.errors:
             err = self.server.errors[-1] if self.server.errors else {}
             node = titles.get(str(err.get("node_id")), err.get("node_type", "?"))
             message = str(err.get("exception_message", "execution failed")).strip()
             raise DenseFaceError(f"ComfyUI stopped at '{node}': {message}")
-        return sorted(_files_under(out_dir) - before)
+        return sorted(_files_under(self.staging))
+
+
+def _move_new_files(staging: Path, out_dir: Path) -> list[Path]:
+    """Every file of ``staging`` moved to the same place under ``out_dir``; a name already taken there gets
+    ``-2``, ``-3``, ... (a file of an earlier run is never overwritten)."""
+    moved = []
+    for src in sorted(_files_under(staging)):
+        dest = out_dir / src.relative_to(staging)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        k = 2
+        while dest.exists():
+            dest = dest.with_name(f"{src.stem}-{k}{src.suffix}")
+            k += 1
+        shutil.move(str(src), str(dest))
+        moved.append(dest)
+    return moved
 
 
 def _validated_outputs(wf: dict, titles: dict) -> list:
@@ -99,7 +129,11 @@ def _validated_outputs(wf: dict, titles: dict) -> list:
 
 def run_in_process(host, wf: dict, out_dir: Path) -> list[Path]:
     """One run on a runner of its own (tests, one-off calls); sessions keep one InProcessRunner."""
-    return InProcessRunner(host).run(wf, out_dir)
+    runner = InProcessRunner(host)
+    try:
+        return runner.run(wf, out_dir)
+    finally:
+        runner.close()
 
 
 def new_executor(execution, server):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 
 from ..dense_face_core.errors import DenseFaceInputError
+from .reference_slots import place_references, reference_role, reference_slots, reference_title
 from .workflow_graph import (
     SAMPLERS,
-    TITLE_REFERENCE,
     TITLE_SCENE,
     TITLE_TARGET,
     nodes_of,
@@ -17,16 +17,21 @@ INPUT_ROLES = ("target", "reference", "reference_embedding")
 
 
 def place_inputs(wf: dict, names: dict[str, str]) -> list[str]:
-    """Point the workflow at its input files, by role, as the ComfyUI that runs it names them."""
+    """Point the workflow at its input files, by role, as the ComfyUI that runs it names them
+    (``reference``, ``reference_2``, ...: one photo per reference loader, see :mod:`.reference_slots`)."""
     notes = []
-    for role, title in (("target", TITLE_TARGET), ("reference", TITLE_REFERENCE)):
-        if names.get(role):
-            ids = nodes_titled(wf, title)
-            if not ids:
-                raise DenseFaceInputError(f"--{role}: this workflow has no node titled '{title}'")
-            for i in ids:
-                wf[i]["inputs"]["image"] = names[role]
-            notes.append(f"{role}: {names[role]}")
+    if names.get("target"):
+        ids = nodes_titled(wf, TITLE_TARGET)
+        if not ids:
+            raise DenseFaceInputError(f"--target: this workflow has no node titled '{TITLE_TARGET}'")
+        for i in ids:
+            wf[i]["inputs"]["image"] = names["target"]
+        notes.append(f"target: {names['target']}")
+    references = []
+    while names.get(reference_role(len(references))):
+        references.append(names[reference_role(len(references))])
+    place_references(wf, references)
+    notes += [f"{reference_role(k).replace('_', ' ')}: {name}" for k, name in enumerate(references)]
     if names.get("reference_embedding"):
         use_reference_embedding(wf, names["reference_embedding"] + EMBEDDING_INPUT_MARK)
         notes.append(f"reference embedding: {names['reference_embedding']}")  # as for the photos: role: name
@@ -47,7 +52,8 @@ def use_reference_embedding(wf: dict, choice: str) -> None:
         wf[i] = {"class_type": "DenseFaceLoadIDEmbedding", "_meta": {"title": "Identity (saved embedding)"},
                  "inputs": {"embedding": choice, "id_model": model.split(":", 1)[0]}}
     used = {v[0] for node in wf.values() for v in node["inputs"].values() if isinstance(v, list) and v}
-    for i in nodes_titled(wf, TITLE_REFERENCE):
+    loaders = [i for k in range(reference_slots(wf)) for i in nodes_titled(wf, reference_title(k))]
+    for i in loaders:
         if i not in used:
             del wf[i]
 

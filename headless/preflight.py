@@ -35,14 +35,15 @@ def preflight(args) -> None:
     if opt("out") is not None:
         check_output_path(opt("out"), "--out", folder=True)
     embedding = opt("reference_embedding")
-    photos = {"target": opt("target")}
-    if not embedding:  # with an embedding the reference photo is not used (the ID Encoder is replaced)
-        photos["reference"] = opt("reference")
-    rgb = {role: _read_photo(given, f"--{role}") for role, given in photos.items() if given}
-    if embedding:
+    references = opt("reference") or []
+    references = [references] if isinstance(references, (str, os.PathLike)) else list(references)
+    if opt("target"):
+        _read_photo(opt("target"), "--target")
+    if embedding:  # with an embedding the reference photos are not used (the ID Encoder is replaced)
         _check_embedding(embedding)
-    if "reference" in rgb:
-        _check_face(rgb["reference"], f"--reference {photos['reference']}", opt("landmarker"))
+        return
+    for given in references:
+        _check_face(_read_photo(given, "--reference"), f"--reference {given}", opt("landmarker"))
 
 
 def _existing_file(given, option: str) -> Path:

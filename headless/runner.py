@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dense-face run", description=__doc__.splitlines()[0])
     p.add_argument("--workflow", default="dense_face_personalize",
                    help="API-format workflow file, or a shipped name (dense_face_personalize, dense_face_face_swap, "
-                        "dense_face_pose_control, dense_face_annotations)")
+                        "dense_face_pose_control, dense_face_annotations, dense_face_group)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--comfy-url", help="run on this ComfyUI server (e.g. http://127.0.0.1:8188), or on several "
                                            "(URL1,URL2,...) sharing the runs of --seeds")
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-process ComfyUI: the GPU when there is one (auto), or force one")
     p.add_argument("--models-dir", help="an extra ComfyUI-style models folder (checkpoints/, dense_face/, ...)")
     p.add_argument("--target", help="target photo (face swap)")
-    p.add_argument("--reference", help="reference photo of the identity")
+    p.add_argument("--reference", action="append", help="reference photo of the identity; repeat it for a group "
+                                                         "(dense_face_group: reference k for face k, the last one "
+                                                         "for the faces beyond)")
     p.add_argument("--reference-embedding", help="a saved identity embedding instead of the photo (any local file: "
                                                  "the authors' feat_file_v2/*.pth, .npy, .safetensors); the ID "
                                                  "Encoder becomes Dense-Face Load ID Embedding")

@@ -25,11 +25,13 @@ from .in_process import InProcessRunner
 from .model_resolution import demo_available, missing_message, missing_models, use_demo_models
 from .overrides import apply_overrides, place_inputs
 from .server_client import ComfyServer, run_on_server
-from .workflow_graph import (MODEL_INPUTS, TITLE_REFERENCE, TITLE_SCENE, TITLE_TARGET, TITLE_TEXT_MODEL,
+from .reference_slots import add_reference_slots, reference_role, reference_slots
+from .workflow_graph import (MODEL_INPUTS, TITLE_SCENE, TITLE_TARGET, TITLE_TEXT_MODEL,
                              load_api_workflow, nodes_of, nodes_titled, resolve_workflow)
 
 DEMO_BANNER = ("DEMO MODE - RANDOM WEIGHTS: no trained models were found, so the graph runs on the labelled "
                "random-weight demo set. It proves the workflow runs; the images are NOT faces or likenesses.")
+DEMO_REFERENCES = ("tom_hanks", "astronaut")  # packaged photos for the reference loaders of a demo run
 MODEL_KINDS = ("checkpoints", "dense_face", "dense_face_embeddings", "insightface", "mediapipe", "vae", "controlnet")
 
 
@@ -133,31 +135,51 @@ class RunSession:
         return wf
 
     # ------------------------------------------------------------ inputs and runs
-    def images(self, target: str | os.PathLike | None = None, reference: str | os.PathLike | None = None,
+    def images(self, target: str | os.PathLike | None = None, reference=None,
                reference_embedding: str | os.PathLike | None = None) -> dict[str, Path]:
-        """The input files this workflow needs, by role (packaged photos stand in for the demo)."""
+        """The input files this workflow needs, by role (packaged photos stand in for the demo).
+
+        ``reference`` is one photo or a list of them (a group workflow: reference k for identity k)."""
         out: dict[str, Path] = {}
+        references = [r for r in ([reference] if isinstance(reference, (str, os.PathLike)) else reference or [])]
         if reference_embedding:
             if not nodes_of(self.base_wf, "DenseFaceIDEncoder"):
                 raise DenseFaceInputError(f"--reference-embedding: {self.wf_path.name} has no ID Encoder to replace")
             out["reference_embedding"] = _existing_file(reference_embedding, "--reference-embedding")
-        for role, given, title, demo_photo in (("target", target, TITLE_TARGET, "astronaut"),
-                                               ("reference", reference, TITLE_REFERENCE, "tom_hanks")):
-            if not nodes_titled(self.base_wf, title) or (role == "reference" and reference_embedding):
-                continue
-            if given:
-                out[role] = _existing_file(given, f"--{role}")
+        if nodes_titled(self.base_wf, TITLE_TARGET):
+            if target:
+                out["target"] = _existing_file(target, "--target")
             elif self.demo:
-                out[role] = packaged_photo(demo_photo)
-                self.log(f"demo: {role} photo = {out[role]}")
+                out["target"] = packaged_photo("group" if self._takes_every_face() else "astronaut")
+                self.log(f"demo: target photo = {out['target']}")
             else:
-                raise DenseFaceInputError(f"--{role}: {self.wf_path.name} needs a {role} photo")
+                raise DenseFaceInputError(f"--target: {self.wf_path.name} needs a target photo")
+        slots = reference_slots(self.base_wf)
+        if not slots or reference_embedding:
+            return out
+        if references:
+            add_reference_slots(json.loads(json.dumps(self.base_wf)), len(references), self.wf_path.name)  # check
+            for k, given in enumerate(references):
+                out[reference_role(k)] = _existing_file(given, "--reference")
+        elif self.demo:
+            for k, photo in enumerate(DEMO_REFERENCES[:slots]):
+                out[reference_role(k)] = packaged_photo(photo)
+                self.log(f"demo: {reference_role(k).replace('_', ' ')} photo = {out[reference_role(k)]}")
+        else:
+            raise DenseFaceInputError(f"--reference: {self.wf_path.name} needs a reference photo")
         return out
 
+    def _takes_every_face(self) -> bool:
+        return any(self.base_wf[i]["inputs"].get("face") in ("all", "list")
+                   for i in nodes_of(self.base_wf, "DenseFaceCropMask"))
+
     def run(self, out_dir: Path, images: dict[str, Path], overrides: argparse.Namespace,
-            inputs_dir: Path | None = None) -> tuple[dict, list[str], list[Path]]:
-        """One execution; returns (the graph as run, override notes, files written)."""
+            inputs_dir: Path | None = None, edit=None) -> tuple[dict, list[str], list[Path]]:
+        """One execution; returns (the graph as run, override notes, files written). ``edit(wf)`` may change
+        the graph first (a benchmark picking one face of a group)."""
         wf = self._graph()
+        if edit is not None:
+            edit(wf)
         if self.switched and getattr(overrides, "prompt", None) is not None:
             overrides = argparse.Namespace(**{**vars(overrides), "prompt": None})
             self.log("demo: the scene prompt is not used (the face swap has no text-editing stage)")
@@ -166,15 +188,17 @@ class RunSession:
             notes += apply_overrides(wf, overrides)
             return wf, notes, run_on_server(self.server.url, wf, images, out_dir)
         names = self._stage_inputs(images, inputs_dir)
-        import folder_paths
-
-        folder_paths.set_output_directory(str(out_dir))
-        folder_paths.set_temp_directory(str(out_dir / "previews"))
         notes = place_inputs(wf, names) + apply_overrides(wf, overrides)
         self.log(f"running {self.wf_path.name} in-process")
         if self._runner is None:
             self._runner = InProcessRunner(self.host)
         return wf, notes, self._runner.run(wf, out_dir)
+
+    def forget_cached_outputs(self) -> None:
+        """Drop what ComfyUI's executor cached (in process): the next run loads and computes every node
+        again, as a new ``dense-face run`` would (the node pack's own file caches stay)."""
+        if self._runner is not None:
+            self._runner.executor.reset()
 
     def _stage_inputs(self, images: dict[str, Path], inputs_dir: Path | None) -> dict[str, str]:
         """Copies of the inputs, by role, in the input folder this ComfyUI reads (a temporary one by default)."""
@@ -200,6 +224,9 @@ class RunSession:
         for folder in self._temp_dirs:
             shutil.rmtree(folder, ignore_errors=True)
         self._temp_dirs.clear()
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         if self.host is not None:
             self.host.close()
 

@@ -81,19 +81,21 @@ class DenseFaceIDEncoder:
                              "Empty: every reference photo averaged into one identity. 'each': one identity per "
                              "reference photo (a group: face i gets identity i). Groups such as '0+1, 2': "
                              "identity 0 averages photos 0 and 1, identity 1 is photo 2."}),
+                "face_id": ("FACE_ID", {"tooltip": "Identities before these (chain encoders for a group, one "
+                                                   "reference photo each: this encoder's identities come next)."}),
             },
         }
 
     RETURN_TYPES = ("FACE_ID",)
     RETURN_NAMES = ("face_id",)
-    OUTPUT_TOOLTIPS = ("The identity (L2-normalised average of its photos), or one per group for a group photo, "
-                       "for Apply PC-Adapter.",)
+    OUTPUT_TOOLTIPS = ("The identity (L2-normalised average of its photos), or one per group for a group photo "
+                       "(after the chained face_id's), for Apply PC-Adapter.",)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Identity embedding of the reference photos, aligned on MediaPipe landmarks: insightface "
                    "ArcFace (five points) or the authors' IR-SE50 (on their aligned 256 crop).")
 
-    def encode(self, reference, id_model, provider="CPU", landmarker="auto", group_by=""):
+    def encode(self, reference, id_model, provider="CPU", landmarker="auto", group_by="", face_id=None):
         analyzer = get_analyzer(landmarker)
         encoder = _encoder(id_model, provider)
         images = image_to_numpy(reference)
@@ -111,8 +113,9 @@ class DenseFaceIDEncoder:
                 embeddings.append(encoder.embed(rgb, face.points))
             bar.update(1)
         groups = identity_groups(group_by, len(embeddings))
-        return (identities_value([average_embeddings([embeddings[i] for i in g], encoder.model_name)
-                                  for g in groups]),)
+        before = as_identities(face_id) if face_id is not None else ()
+        return (identities_value(before + tuple(average_embeddings([embeddings[i] for i in g], encoder.model_name)
+                                                for g in groups)),)
 
 
 class DenseFaceLoadIDEmbedding:

@@ -155,11 +155,51 @@ def annotations() -> dict:
     return g.nodes
 
 
+def group() -> dict:
+    """Every face of a group photo re-painted with its own identity and its own detected pose, in one
+    sampling call (face i gets reference i; the last reference goes to the faces beyond)."""
+    g = Graph()
+    ckpt = g.add("CheckpointLoaderSimple", "Base model (SD1.5)", ckpt_name=CHECKPOINT)
+    photo = g.add("LoadImage", "Target photo", image="group.png")
+    crop = g.add("DenseFaceCropMask", "Every face: crops + masks", image=o(photo), crop_size=256, padding=0.0,
+                 mask_grow=16.0, mask_feather=8.0, face="all", face_index=0, on_no_face="error",
+                 landmarker="auto", face_list="")
+    g.add("PreviewImage", "Face numbers", images=o(crop, 6))
+    poses = g.add("DenseFacePoseFromFaces", "Poses (detected, per face; override here)", face_crop=o(crop, 2),
+                  overrides="", size=256)
+    face_id = None
+    for k in (1, 2):
+        suffix = "" if k == 1 else f" {k}"
+        ref = g.add("LoadImage", f"Reference photo{suffix}", image=f"reference{suffix.strip()}.png")
+        chain = {} if face_id is None else {"face_id": o(face_id)}
+        face_id = g.add("DenseFaceIDEncoder", f"Identity (reference photo{suffix})", reference=o(ref),
+                        id_model=ID_MODEL, provider="CPU", landmarker="auto", group_by="each", **chain)
+    weights = g.add("DenseFaceLoader", "Dense-Face weights", weights=DENSE_FACE)
+    face_neg = g.add("CLIPTextEncode", "Face negative prompt", text="", clip=o(ckpt, 1))
+    patched = g.add("DenseFaceApplyPCAdapter", "Face-generation mode (identity i -> face i)", model=o(ckpt),
+                    clip=o(ckpt, 1), dense_face=o(weights), face_id=o(face_id), pose_image=o(poses),
+                    negative=o(face_neg), prompt=FACE_PROMPT, adapter_strength=1.0, identity_strength=1.0,
+                    pose_strength=1.0, start_percent=0.0, end_percent=1.0, face_to_identity="")
+    encoded = g.add("VAEEncode", "Encode face crops", pixels=o(crop, 0), vae=o(ckpt, 2))
+    blend = g.add("DenseFaceLatentBlendSampler", "Latent blending (every face, one batch)", model=o(patched),
+                  positive=o(patched, 1), negative=o(patched, 2), latent_image=o(encoded), mask=o(crop, 1),
+                  seed=5, steps=50, cfg=4.0, sampler_name="ddpm", scheduler="ddim_uniform", denoise=1.0,
+                  mask_threshold=0.75, soft_mask=False, background_noise="fresh", blend_end=1.0,
+                  final_composite=False, batch_seeds="per face (seed + row)", max_batch=8)
+    faces = g.add("VAEDecode", "New faces", samples=o(blend), vae=o(ckpt, 2))
+    pasted = g.add("DenseFacePasteBack", "Paste every face back", base=o(photo), face=o(faces),
+                   face_crop=o(crop, 2), feather=-1.0, mask=o(crop, 1))
+    g.add("SaveImage", "Save result", images=o(pasted), filename_prefix="dense_face_group")
+    g.add("SaveImage", "Save new faces", images=o(faces), filename_prefix="dense_face_group_faces")
+    return g.nodes
+
+
 WORKFLOWS = {
     "dense_face_personalize": lambda: personalize(target=False),
     "dense_face_face_swap": lambda: personalize(target=True),
     "dense_face_pose_control": pose_control,
     "dense_face_annotations": annotations,
+    "dense_face_group": group,
 }
 
 

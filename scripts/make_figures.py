@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/make_figures.py [--landmarker PATH] [--out docs/images]
 
-Uses only photos that ship in installed packages (scikit-image's astronaut).
+Uses only photos that ship in installed packages (scikit-image's astronaut, insightface's group photo).
 """
 from __future__ import annotations
 
@@ -71,6 +71,31 @@ def face_stack(landmarker: Path) -> np.ndarray:
     return tile_images(panels[:4]), tile_images(panels[4:])
 
 
+def group_faces(landmarker: Path) -> np.ndarray:
+    """insightface's group photo: the faces as the group nodes number them, a pose image per face, and
+    every face pasted back (colours inverted, standing in for generated faces) into its own place."""
+    from dense_face.dense_face_core.annotation_vis import numbered_faces
+    from dense_face.dense_face_core.face_batch import select_faces
+    from dense_face.dense_face_core.images import read_image
+    from dense_face.dense_face_core.packaged_photos import packaged_photo
+    from dense_face.dense_face_core.paste import paste_faces
+
+    photo = read_image(packaged_photo("group"))
+    with FaceAnalyzer(landmarker) as analyzer:
+        faces = select_faces(analyzer.detect(photo, name="t1.jpg"), "all", 32)
+        crops = [compute_face_crop(f, 256, canonical_vertices=analyzer.canonical) for f in faces]
+    new = [1.0 - warp_to_crop(photo, fc).astype(np.float32) / 255.0 for fc in crops]
+    masks = [face_mask(fc, grow=16, feather=8) for fc in crops]
+    pasted = paste_faces(photo.astype(np.float32) / 255.0, new, crops, masks)
+    numbered = numbered_faces(photo, [fc.box for fc in crops], list(range(len(crops))))
+    poses = [label(cv2.resize(draw_pose_image(fc.yaw, fc.pitch, fc.roll), (128, 128)), f"face {i}")
+             for i, fc in enumerate(crops)]
+    width = numbered.shape[1]
+    strip = np.concatenate(poses, axis=1)
+    strip = cv2.resize(strip, (width, round(strip.shape[0] * width / strip.shape[1])), interpolation=cv2.INTER_AREA)
+    return np.concatenate([numbered, strip, (pasted * 255).round().astype(np.uint8)], axis=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landmarker")
@@ -84,7 +109,9 @@ def main() -> None:
     width = max(top.shape[1], bottom.shape[1])
     pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
     atomic_save_png(Image.fromarray(np.concatenate([pad(top), pad(bottom)], axis=0)), out / "face_stack.png")
-    print(f"wrote {out / 'pose_grid.png'} and {out / 'face_stack.png'}")
+    landmarker = find_landmarker_model(args.landmarker, comfyui_models_dirs("mediapipe"))
+    atomic_save_png(Image.fromarray(group_faces(landmarker)), out / "group_faces.png")
+    print(f"wrote {out / 'pose_grid.png'}, {out / 'face_stack.png'} and {out / 'group_faces.png'}")
     if args.screenshots:
         for shot in sorted(Path(args.screenshots).glob("litegraph2024-dense_face_*.png")):
             im = Image.open(shot).convert("RGB")

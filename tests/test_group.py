@@ -178,3 +178,21 @@ def test_id_encoder_groups_references_into_identities(comfy, landmarker_path, gr
     assert isinstance(each, FaceIDBatch) and len(each.items) == 3 and [f.count for f in pairs.items] == [2, 1]
     assert np.allclose(pairs.items[1].embedding, each.items[2].embedding)
     assert not isinstance(one, FaceIDBatch) and one.count == 3
+    (chained,) = node.encode(crop[2:3], "insightface/grouptest_RANDOM", "CPU", group_by="each", face_id=pairs)
+    assert [f.count for f in chained.items] == [2, 1, 1]  # the chained face_id's identities first
+    assert np.allclose(chained.items[2].embedding, each.items[2].embedding)
+
+
+def test_pose_per_face_follows_the_detected_angles_with_overrides(comfy, landmarker_path, group):
+    from dense_face.dense_face_core.pose import draw_pose_image
+
+    _c, _m, faces, *_ = comfy.node("DenseFaceCropMask").crop(as_image(group), **crop_args(face="list",
+                                                                                         face_list="0, 3"))
+    (poses,) = comfy.node("DenseFacePoseFromFaces").draw(faces, "1: yaw=20 roll=-5", size=256)
+    got = (poses.numpy() * 255).round().astype(np.uint8)
+    assert got.shape == (2, 256, 256, 3)
+    assert np.array_equal(got[0], draw_pose_image(faces[0].yaw, faces[0].pitch, faces[0].roll, size=256))
+    assert np.array_equal(got[1], draw_pose_image(20.0, faces[1].pitch, -5.0, size=256))
+    assert not np.array_equal(got[1], draw_pose_image(faces[1].yaw, faces[1].pitch, faces[1].roll, size=256))
+    with pytest.raises(Exception, match="face 2 does not exist"):
+        comfy.node("DenseFacePoseFromFaces").draw(faces, "2: yaw=1")

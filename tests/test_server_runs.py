@@ -71,6 +71,37 @@ def test_uploads_never_collide_nor_overwrite_and_progress_is_live(servers, share
     assert "target: 01.jpg" in summary["overrides"] and "reference: 01.jpg" in summary["overrides"]
 
 
+def test_group_run_with_three_references(servers, shared_dir, tmp_path):
+    """`run --workflow dense_face_group` on insightface's group photo with --reference three times: every face
+    re-painted and pasted into the photo (its size kept), one new face per face asked for (three of the six,
+    to keep the VAE of the tiny model from taking a minute)."""
+    import numpy as np
+
+    from dense_face.dense_face_core.packaged_photos import packaged_photo
+
+    group = packaged_photo("group")
+    refs = [shared_dir / f"data/celebs/{who}/01.jpg" for who in ("Yann_LeCun", "Barack_Obama", "Oprah_Winfrey")]
+    out = tmp_path / "out"
+    wf_file = _tiny_file(tmp_path, "dense_face_group")
+    wf = json.loads(wf_file.read_text())
+    for node in wf.values():
+        if node["class_type"] == "DenseFaceCropMask":
+            node["inputs"].update(face="list", face_list="1, 3, 5")
+    wf_file.write_text(json.dumps(wf))
+    proc = _cli("run", "--workflow", wf_file, "--comfy-url", servers[0].url,
+                "--target", group, *[a for r in refs for a in ("--reference", r)], "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert [n for n in summary["overrides"] if n.startswith("reference")] == [
+        "reference: 01.jpg", "reference 2: 01.jpg", "reference 3: 01.jpg"]
+    faces = sorted(out.glob("dense_face_group_faces_*.png"))
+    result = np.asarray(Image.open(next(out.glob("dense_face_group_0*.png"))).convert("RGB"))
+    photo = np.asarray(Image.open(group).convert("RGB"))
+    assert len(faces) == 3 and result.shape == photo.shape
+    changed = (result != photo).any(-1).mean()
+    assert 0.002 < changed < 0.5, changed  # the faces, not the whole photo
+
+
 def test_missing_models_are_named_with_their_folder_and_close_names(servers, shared_dir, tmp_path):
     """The shipped face swap with its default names, on a server that has only the tiny models, and no demo
     set there: one line per missing model (file, folder, where to get it), no ComfyUI validation JSON."""

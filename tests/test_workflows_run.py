@@ -152,11 +152,14 @@ def test_in_process_runner_keeps_models_loaded_and_writes_outputs_every_time(com
     next(n for n in base.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = "reference.jpg"
     runner = InProcessRunner(comfy)
     logs, counts = [], []
-    for seed in (3, 4, 4):
+    for i, seed in enumerate((3, 4, 4)):  # each run into a folder of its own (as eval and --seeds do)
         wf = json.loads(json.dumps(base))
         next(n for n in wf.values() if n["class_type"] == "KSampler")["inputs"]["seed"] = seed
-        counts.append(len([p for p in runner.run(wf, out) if "previews" not in p.parts]))
+        written = runner.run(wf, out / f"run{i}")
+        assert written and all(p.is_relative_to(out / f"run{i}") and p.is_file() for p in written)
+        counts.append(len([p for p in written if "previews" not in p.parts]))
         logs.append(capfd.readouterr().err)
+    runner.close()
     assert counts == [5, 5, 5]  # five poses saved by every run, the fully cached third one included
     assert "Base model (SD1.5)" in logs[0] and "Base model (SD1.5)" not in logs[1]  # loaded once
     assert "Generate faces" in logs[1]

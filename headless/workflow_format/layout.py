@@ -53,7 +53,7 @@ def estimate_size(node_def: dict, title: str, entries: list[dict], widgets: list
     height_new = rows_new * SLOT_HEIGHT + (visible + hidden) * WIDGET_HEIGHT + extra_height
     height = max(height_old, height_new) + 30.0
     if any(kind == "upload" for _n, kind, _v in widgets):
-        height += 60.0  # room for the image preview
+        height += 150.0  # room for the image preview (the 2024 frontend draws one under the upload button)
     return [float(math.ceil(width)), float(math.ceil(height))]
 
 
