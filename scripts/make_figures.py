@@ -93,7 +93,8 @@ def group_faces(landmarker: Path) -> np.ndarray:
     width = numbered.shape[1]
     strip = np.concatenate(poses, axis=1)
     strip = cv2.resize(strip, (width, round(strip.shape[0] * width / strip.shape[1])), interpolation=cv2.INTER_AREA)
-    return np.concatenate([numbered, strip, (pasted * 255).round().astype(np.uint8)], axis=0)
+    out = np.concatenate([numbered, strip, (pasted * 255).round().astype(np.uint8)], axis=0)
+    return cv2.resize(out, (800, round(out.shape[0] * 800 / out.shape[1])), interpolation=cv2.INTER_AREA)
 
 
 def main() -> None:
