@@ -41,24 +41,10 @@ def restore_states(states: list[dict], restorer) -> None:
     _guarded(_ok(states), run)
 
 
-def embed_aligned(encoder, aligned: list[np.ndarray]) -> np.ndarray:
-    """(N, 512) unit embeddings of faces aligned by :func:`~.worker.align_for_arcface`: one batched
-    forward of ``encoder`` (a ``dense_face_core.id_embedding.ArcFaceEncoder``)."""
-    import cv2
-
-    from ...dense_face_core.id_embedding import normalise_embedding
-
-    size = int(encoder.model.input_size[0])
-    aligned = [a if a.shape[0] == size else cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA)
-               for a in aligned]
-    feats = np.asarray(encoder.model.get_feat(aligned), np.float32).reshape(len(aligned), -1)
-    return np.stack([normalise_embedding(f, "ArcFace output") for f in feats])
-
-
 def embed_states(states: list[dict], encoder) -> None:
     """``embedding.npy``: ArcFace on the faces aligned from the photo (the identity as photographed)."""
     def run(batch):
-        vecs = embed_aligned(encoder, [s.pop("arcface_input") for s in batch])
+        vecs = encoder.embed_aligned([s.pop("arcface_input") for s in batch])
         for s, v in zip(batch, vecs):
             s["files"]["embedding.npy"] = S.encode_npy(np.asarray(v, np.float32))
 

@@ -74,22 +74,9 @@ def _analyze(state: dict, cfg: dict, analyzer) -> None:
                  caption=choose_captions([Path(p) for p in item.caption_files], item.extra_captions,
                                          top_k=int(cfg.get("caption_top_k") or 3)))
     if cfg.get("arcface_onnx"):
+        from ...dense_face_core.id_embedding import align_for_arcface
+
         state["arcface_input"] = align_for_arcface(rgb, face.points)
-
-
-ARCFACE_INPUT = 112  # insightface's recognition models take 112x112 aligned faces
-
-
-def align_for_arcface(image_rgb: np.ndarray, points: np.ndarray, size: int = ARCFACE_INPUT) -> np.ndarray:
-    """The face as ArcFace sees it (what ``ArcFaceEncoder.embed`` aligns): a BGR ``size`` square warped
-    onto insightface's five-point template. Done beside the photo, so the network can run batched
-    elsewhere (a model actor) on a small array instead of the photo."""
-    from insightface.utils import face_align
-
-    from ...dense_face_core.id_embedding import five_points
-
-    bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
-    return face_align.norm_crop(bgr, landmark=five_points(points), image_size=int(size))
 
 
 def _crops(rgb: np.ndarray, fc, sizes) -> dict[int, np.ndarray]:
