@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from .server_client import STOP_FOLLOWING
@@ -35,7 +36,15 @@ def run_pool(workers: Sequence, items: Sequence, do: Callable) -> None:
         pending.put(item)
     failures: list[BaseException] = []
 
+    finished: list = []
+
     def loop(worker) -> None:
+        try:
+            _take(worker)
+        finally:
+            finished.append(worker)
+
+    def _take(worker) -> None:
         while not failures:
             try:
                 item = pending.get_nowait()
@@ -56,8 +65,10 @@ def run_pool(workers: Sequence, items: Sequence, do: Callable) -> None:
     except KeyboardInterrupt:
         failures.append(KeyboardInterrupt())
         STOP_FOLLOWING.set()
-        for t in threads:
-            t.join(30)
+        # not Thread.join: a join that Ctrl-C interrupted can return at once later, the thread still running
+        deadline = time.monotonic() + 30
+        while len(finished) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.05)
         raise
     if failures:
         raise failures[0]
