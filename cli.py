@@ -95,6 +95,7 @@ BENCHMARKS = {
     "pipeline": "bench.pipeline",
     "train": "bench.train",
     "group": "bench.group",
+    "device": "bench.device",
 }
 
 

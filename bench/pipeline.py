@@ -31,13 +31,19 @@ from . import allocator
 
 
 class Clock:
-    def __init__(self):
+    """Seconds and page faults per named stage; ``sync`` (e.g. torch.cuda.synchronize) runs before each
+    stage ends so that queued device work is counted in its own stage."""
+
+    def __init__(self, sync=None):
         self.parts: dict[str, float] = {}
         self.faults: dict[str, int] = {}
+        self.sync = sync
 
     def __call__(self, name, fn, *args, **kwargs):
         start, faults = time.perf_counter(), allocator.minor_faults()
         out = fn(*args, **kwargs)
+        if self.sync is not None:
+            self.sync()
         self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
         self.faults[name] = self.faults.get(name, 0) + allocator.minor_faults() - faults
         return out
@@ -61,33 +67,47 @@ class TwoModeRun:
 
     PACK = "bench_random_arcface"
 
-    def __init__(self, args):
+    def __init__(self, args, host=None, models=None, family="sd15", weights_kwargs: dict | None = None):
+        """``args``: size, steps, comfyui, landmarker; ``host``: an InProcessComfy to use (default: a new one);
+        ``models``: (MODEL, CLIP, VAE) to use (default: full-size SD1.5-shaped random ones); ``family`` and
+        ``weights_kwargs``: the Dense-Face random weights' family and options."""
         from ..dense_face_core.face_mode import DenseFaceModel
         from ..dense_face_core.random_weights import build_random_weights, export_random_arcface
         from ..headless import random_sd as rm
         from ..headless.comfy_host import InProcessComfy
 
         self.args = args
-        self.host = InProcessComfy(args.comfyui)
+        self.host = host or InProcessComfy(args.comfyui)
         import comfy.ldm.modules.attention as attention
-        import skimage.data
 
         if args.landmarker:
             os.environ["DENSE_FACE_LANDMARKER"] = args.landmarker
-        print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
         torch.set_grad_enabled(False)
-        self.model, self.clip, self.vae = rm.build_unet(seed=0), rm.build_clip(seed=0), rm.build_vae(seed=0)
+        if models is None:
+            print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
+            models = rm.build_unet(seed=0), rm.build_clip(seed=0), rm.build_vae(seed=0)
+        self.model, self.clip, self.vae = models
         export_random_arcface(self.host.workdir / "insightface" / "models" / self.PACK / "arcface.onnx")
         self.host.add_model_dir("insightface", self.host.workdir / "insightface")
-        self.dense_face = DenseFaceModel(build_random_weights("sd15", id_embedding_model=f"insightface/{self.PACK}"))
+        self.dense_face = DenseFaceModel(build_random_weights(family, id_embedding_model=f"insightface/{self.PACK}",
+                                                                  **(weights_kwargs or {})))
         self.scene = rm.encode(self.clip, "a detailed, realistic photo of a person wearing a hat on a beach")
         self.negative = rm.encode(self.clip, "cartoon, blurry")
         self.face_negative = rm.encode(self.clip, "")
-        photo = torch.from_numpy(skimage.data.astronaut()).float()[None] / 255.0
-        photo = torch.nn.functional.interpolate(photo.movedim(-1, 1), size=(args.size, args.size),
-                                                mode="bilinear", antialias=True).movedim(1, -1).clamp(0, 1)
-        self.photo = self.reference = photo
+        self.photo = self.reference = self.astronaut(args.size)
         self.backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
+
+    @staticmethod
+    def astronaut(size: int, box: tuple[int, int, int, int] | None = None):
+        """scikit-image's astronaut (``box``: top, left, bottom, right of it) as a ComfyUI IMAGE of size x size."""
+        import skimage.data
+
+        image = skimage.data.astronaut()
+        if box is not None:
+            image = image[box[0]:box[2], box[1]:box[3]]
+        photo = torch.from_numpy(image.copy()).float()[None] / 255.0
+        return torch.nn.functional.interpolate(photo.movedim(-1, 1), size=(size, size),
+                                               mode="bilinear", antialias=True).movedim(1, -1).clamp(0, 1)
 
     def text_editing(self, clock: Clock, steps: int):
         import nodes
@@ -122,10 +142,29 @@ class TwoModeRun:
                   0, face)
 
 
-def _timed(fn) -> float:
+def _timed(name: str, fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def measure(run: TwoModeRun, steps: int, timed=_timed, clock=Clock):
+    """Warm-up, then plain txt2img, the two-mode run and plain again; ``timed(name, fn)`` returns the
+    seconds of one phase (names: plain_before, two_mode, plain_after), ``clock()`` makes each phase's Clock.
+    Returns (two-mode Clock, two-mode s, plain s (mean), (plain s before, its Clock), (after, its Clock))."""
+    # warm-up: load every model and grow the heap once so neither side pays first-use costs
+    warm = clock()
+    run.text_editing(warm, 1)
+    run.face_stage(warm, run.photo)
+    # plain is timed before and after the two-mode run and averaged, so a slow or fast spell of
+    # the machine does not land on one side only
+    plain, two, plain_after = clock(), clock(), clock()
+    t_plain_before = timed("plain_before", lambda: run.text_editing(plain, steps))
+    # the stage-1 image of random weights has no face: the astronaut stands in
+    t_two = timed("two_mode", lambda: (run.text_editing(two, steps), run.face_stage(two, run.photo)))
+    t_plain_after = timed("plain_after", lambda: run.text_editing(plain_after, steps))
+    t_plain = (t_plain_before + t_plain_after) / 2
+    return two, t_two, t_plain, (t_plain_before, plain), (t_plain_after, plain_after)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,19 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if code is not None:
         return code
     run = TwoModeRun(args)
-    # warm-up: load every model and grow the heap once so neither side pays first-use costs
-    warm = Clock()
-    run.text_editing(warm, 1)
-    run.face_stage(warm, run.photo)
-    # plain is timed before and after the two-mode run and averaged, so a slow or fast spell of
-    # the machine does not land on one side only
-    plain, two, plain_after = Clock(), Clock(), Clock()
-    t_plain_before = _timed(lambda: run.text_editing(plain, args.steps))
-    # the stage-1 image of random weights has no face: the astronaut stands in
-    t_two = _timed(lambda: (run.text_editing(two, args.steps), run.face_stage(two, run.photo)))
-    t_plain_after = _timed(lambda: run.text_editing(plain_after, args.steps))
-    t_plain = (t_plain_before + t_plain_after) / 2
-    _report(run, args, two, t_two, t_plain, (t_plain_before, plain), (t_plain_after, plain_after))
+    _report(run, args, *measure(run, args.steps))
     return 0
 
 

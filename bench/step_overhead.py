@@ -55,17 +55,24 @@ def _naive_face_mode(host, face_inputs, dense_face):
     return m, p, n
 
 
-def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int) -> tuple[list[float], list[int]]:
-    """Seconds and minor page faults of each step after the first."""
+def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int,
+                sync=None) -> tuple[list[float], list[int]]:
+    """Seconds and minor page faults of each step after the first; ``sync`` (e.g. torch.cuda.synchronize)
+    is called before each time stamp so that queued device work is counted in its own step."""
     import comfy.sample
 
     latent = torch.zeros(1, 4, size // 8, size // 8)
     noise = comfy.sample.prepare_noise(latent, seed)
     stamps: list[tuple[float, int]] = []
+
+    def stamp(*_):
+        if sync is not None:
+            sync()
+        stamps.append((time.perf_counter(), allocator.minor_faults()))
+
     with torch.inference_mode():
         comfy.sample.sample(model, noise, steps + 1, cfg, "euler", "normal", pos, neg, latent,
-                            callback=lambda *a: stamps.append((time.perf_counter(), allocator.minor_faults())),
-                            disable_pbar=True, seed=seed)
+                            callback=stamp, disable_pbar=True, seed=seed)
     pairs = list(zip(stamps, stamps[1:]))
     return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
@@ -84,6 +91,16 @@ def _parse(argv):
 
 def _configs(host) -> dict:
     """(model, positive, negative) of plain SD1.5, face mode, face mode without the row dedup, stock ControlNet."""
+    print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
+    return build_configs(host)
+
+
+def build_configs(host, family="sd15", unet_config: dict | None = None, clip_config: str | None = None,
+                  model=None, clip=None) -> dict:
+    """The configurations of :func:`_configs` for any geometry: ``family`` (a Dense-Face family) names the
+    Dense-Face weights, ``unet_config`` (ldm kwargs, with the dtype to run in) the UNet and the stock
+    ControlNet, ``clip_config`` a transformers CLIP text config file (default: the full-size SD1.5 ones);
+    ``model``/``clip``: ones already built at that geometry (default: built here)."""
     import nodes
 
     from ..dense_face_core.face_mode import DenseFaceModel
@@ -91,15 +108,15 @@ def _configs(host) -> dict:
     from ..dense_face_core.random_weights import build_random_weights
     from ..headless import random_sd as rm
 
-    print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
-    model, clip = rm.build_unet(seed=0), rm.build_clip(seed=0)
-    dense_face = DenseFaceModel(build_random_weights("sd15", with_dense_head=False))
+    model = rm.build_unet(unet_config, seed=0) if model is None else model
+    clip = rm.build_clip(seed=0, textmodel_json_config=clip_config) if clip is None else clip
+    dense_face = DenseFaceModel(build_random_weights(family, with_dense_head=False))
     face_id = FaceID(torch.randn(512, generator=torch.Generator().manual_seed(0)).numpy(), dense_face.id_model)
     (pose,) = host.node("DenseFacePoseEuler").draw(15.0, -5.0, 0.0)
     pos, neg = rm.encode(clip, "a close-up photo of a person"), rm.encode(clip, "")
     face = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, neg)
     naive = _naive_face_mode(host, (model, clip, face_id, pose, pos, neg), dense_face)
-    stock = rm.build_stock_controlnet(seed=1)
+    stock = rm.build_stock_controlnet(unet_config, seed=1)
     cn_pos, cn_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, stock, pose, 1.0, 0.0, 1.0)
     return {"plain": (model, pos, neg), "face_mode": face, "face_mode_naive": naive,
             "controlnet": (model, cn_pos, cn_neg)}

@@ -71,37 +71,78 @@ def bench_config(size: str, image_size: int, batch: int, output_dir: str) -> dic
     return cfg
 
 
-def time_dense_overhead(cfg: dict, repeats: int, warmup: int) -> tuple[float, float]:
-    """Median seconds per optimizer step with and without the dense losses (one process)."""
-    from dense_face.train.base_models import load_base
-    from dense_face.train.data_prep import SyntheticPairs
-    from dense_face.train.model import build_net
-    from dense_face.train.micro_step import MicroStep, step_generator
+class DenseStepTimer:
+    """The trainer's micro-step with and without the dense losses on one set of models, timed round-robin.
 
-    torch.set_flush_denormal(True)
-    base = load_base(cfg["base"])
-    torch.manual_seed(0)
-    net = build_net(cfg, base).attach(base)
-    params = net.configure_trainable()
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    data = SyntheticPairs(64, cfg["data"]["image_size"], cfg["data"]["target_size"])
-    b = int(cfg["train"]["batch_size"])
-    batch = torch.utils.data.default_collate([data[i] for i in range(b)])
-    steps = {mode: MicroStep(cfg, net, net, base, torch.device("cpu"), torch.float32, mode) for mode in (True, False)}
-    times: dict[bool, list[float]] = {True: [], False: []}
-    net.train()
-    for i in range(warmup + repeats):
-        for mode in (True, False):
-            t0 = time.perf_counter()
-            loss, _ = steps[mode].loss(batch, step_generator(0, i, 0, 0))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i >= warmup:
-                times[mode].append(time.perf_counter() - t0)
-    net.detach_base()
-    return statistics.median(times[True]), statistics.median(times[False])
+    ``device``/``weight_dtype``/``autocast_dtype``: where it runs; the frozen base is cast to ``weight_dtype``
+    and the step runs under autocast to ``autocast_dtype`` (None: none), as the trainer does under
+    accelerate's mixed precision. ``sync`` (e.g. torch.cuda.synchronize) ends each timed step, ``memory``
+    (e.g. a reset-and-read of torch.cuda's peak) is called as ``memory(True)`` before and ``memory(False)``
+    after each step and the largest value per setting is kept.
+    """
+
+    def __init__(self, cfg: dict, device=torch.device("cpu"), weight_dtype=torch.float32, autocast_dtype=None):
+        from dense_face.train.base_models import load_base
+        from dense_face.train.model import build_net
+
+        torch.set_flush_denormal(True)
+        self.cfg, self.device, self.weight_dtype, self.autocast_dtype = cfg, torch.device(device), weight_dtype, autocast_dtype
+        self.base = load_base(cfg["base"])
+        torch.manual_seed(0)
+        self.net = build_net(cfg, self.base).attach(self.base)
+        self.params = self.net.configure_trainable()
+        if self.device.type != "cpu" or weight_dtype != torch.float32:
+            for m in self.base.modules().values():
+                m.to(self.device, dtype=weight_dtype)
+            self.net.to(self.device)
+        self.opt = torch.optim.AdamW(self.params, lr=1e-5)
+
+    def run(self, batch_size: int, repeats: int, warmup: int, sync=None, memory=None) -> dict[bool, dict]:
+        """{dense on: {"times": seconds of each timed step, "peak": largest memory(False)}}."""
+        import contextlib
+
+        from dense_face.train.data_prep import SyntheticPairs
+        from dense_face.train.micro_step import MicroStep, step_generator
+
+        cfg, net = self.cfg, self.net
+        data = SyntheticPairs(max(64, batch_size), cfg["data"]["image_size"], cfg["data"]["target_size"])
+        batch = torch.utils.data.default_collate([data[i] for i in range(batch_size)])
+        steps = {mode: MicroStep(cfg, net, net, self.base, self.device, self.weight_dtype, mode)
+                 for mode in (True, False)}
+        out: dict[bool, dict] = {True: {"times": [], "peak": None}, False: {"times": [], "peak": None}}
+        net.train()
+        for i in range(warmup + repeats):
+            for mode in (True, False):
+                if memory is not None:
+                    memory(True)
+                t0 = time.perf_counter()
+                autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                            else contextlib.nullcontext())
+                with autocast:
+                    loss, _ = steps[mode].loss(batch, step_generator(0, i, 0, 0))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                if sync is not None:
+                    sync()
+                if i >= warmup:
+                    out[mode]["times"].append(time.perf_counter() - t0)
+                if memory is not None:
+                    peak = memory(False)
+                    out[mode]["peak"] = peak if out[mode]["peak"] is None else max(out[mode]["peak"], peak)
+        return out
+
+    def close(self) -> None:
+        self.net.detach_base()
+
+
+def time_dense_overhead(cfg: dict, repeats: int, warmup: int) -> tuple[float, float]:
+    """Median seconds per optimizer step with and without the dense losses (one process, CPU, fp32)."""
+    timer = DenseStepTimer(cfg)
+    stats = timer.run(int(cfg["train"]["batch_size"]), repeats, warmup)
+    timer.close()
+    return statistics.median(stats[True]["times"]), statistics.median(stats[False]["times"])
 
 
 def _free_port() -> int:
