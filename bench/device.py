@@ -159,12 +159,25 @@ def measure_steps(host, dev: Device, models, args) -> dict:
                 print(f"  steps {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.4f}" for s in steps),
                       file=sys.stderr)
     out = {}
+    breakdown = {}  # where face mode's extra time goes: one more face-mode run per size with the branch timed
+    for size in args.sizes:  # (its hooks sync the device, so it is kept out of the timed runs above)
+        m, p, n = configs["face_mode"]
+        clock = step_bench.PoseBranchClock(p, sync=dev.sync)
+        try:
+            step_bench._time_steps(m, p, n, size, args.steps, 4.0, 0, sync=dev.sync)
+        finally:
+            clock.close()
+        breakdown[size] = {"pose_branch_s": statistics.median(clock.calls[1:] or clock.calls),
+                           "flop_floor": step_bench.flop_floor(m, p, n, size)["floor"]}
     for size in args.sizes:
         plain = statistics.median(times[(size, "plain")])
         out[str(size)] = {name: {"median_s": statistics.median(times[(size, name)]),
                                  "x_plain": statistics.median(times[(size, name)]) / plain,
                                  "steps": len(times[(size, name)]), "peak_bytes": peaks.get((size, name))}
                           for name in configs}
+        face = out[str(size)]["face_mode"]
+        face["pose_branch_x_plain"] = breakdown[size]["pose_branch_s"] / plain
+        face["flop_floor"] = breakdown[size]["flop_floor"]
     return out
 
 
@@ -278,6 +291,11 @@ def markdown(result: dict) -> str:
             lines.append(f"| {size}x{size} | " + " | ".join(
                 f"{c['median_s'] * 1000:.1f} ms, {c['x_plain']:.2f}x, {_mb(c['peak_bytes'])}" for c in row.values()) + " |")
         lines.append("")
+        lines += [f"Face mode's extra time at {size}x{size}: the pose branch takes {row['face_mode']['pose_branch_x_plain']:.1%}"
+                  f" of a plain step (timed inside the sampler in a separate run); the arithmetic floor (pose branch "
+                  f"FLOPs on one row over the UNet's on the CFG batch) is {row['face_mode']['flop_floor']:.3f}x."
+                  for size, row in steps.items()]
+        lines.append("")
     pipe = result.get("pipeline")
     if pipe:
         lines += ["## Two-mode pipeline vs plain txt2img", ""]
@@ -331,7 +349,9 @@ def ratios_line(result: dict) -> str:
     pipe = result.get("pipeline") or {}
     batches = [r for r in (result.get("trainer") or {}).get("batches", {}).values() if r.get("fits")]
     eq = result.get("equivalence") or {}
+    floor = steps.get(str(large), {}).get("face_mode", {}).get("flop_floor")
     return (f"ratios: face_{small}={fmt(step(small, 'face_mode'))} face_{large}={fmt(step(large, 'face_mode'))} "
+            f"face_floor_{large}={fmt(floor)} "
             f"controlnet_{large}={fmt(step(large, 'controlnet'))} two_mode={fmt(pipe.get('x_plain'))} "
             f"dense_losses={fmt(batches[-1]['dense_over_plain'] if batches else None)} "
             f"equivalence={'ok' if eq and all(r['ok'] for r in eq.values()) else 'FAIL'}")

@@ -10,7 +10,11 @@ one process so machine drift hits them alike:
                   (what an ordinary ControlNet does) - shows what the deduplication saves;
 - controlnet:     ComfyUI's stock SD1.5 ControlNet (with attention) via Apply ControlNet.
 A step is the time between two sampler callbacks; the first step (model loading and
-weight patching) is discarded. Runs of the configurations alternate (short runs, many
+weight patching) is discarded. Where face mode's extra time goes is printed beside the ratios: the
+pose branch's own seconds per step, timed inside the sampler by hooks on its module, and the
+arithmetic floor of face mode, 1 + (pose branch FLOPs on one row) / (UNet FLOPs on the CFG batch of
+two), counted by torch's FlopCounterMode: no exact change to the code can go below it on a device
+that runs both networks at the same FLOP rate. Runs of the configurations alternate (short runs, many
 repeats) so that the machine's slow and fast spells hit them alike, and each figure is the
 median of all its steps (with the interquartile range beside it). Minor page faults per step
 are counted beside the times: see ``bench/allocator.py`` for why the run uses steady glibc
@@ -77,6 +81,68 @@ def _time_steps(model, pos, neg, size: int, steps: int, cfg: float, seed: int,
     return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
 
+class PoseBranchClock:
+    """Seconds spent in the pose branch (the face-mode ControlNet's module) while it is attached:
+    forward hooks on the module ComfyUI calls, so the sampler itself is untouched."""
+
+    def __init__(self, positive, sync=None):
+        self.calls: list[float] = []  # seconds of each call
+        self._t0, self._sync = None, sync
+        module = pose_control_module(positive)
+        self._handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
+
+    def _start(self, *_):
+        if self._sync is not None:
+            self._sync()
+        self._t0 = time.perf_counter()
+
+    def _stop(self, *_):
+        if self._sync is not None:
+            self._sync()
+        self.calls.append(time.perf_counter() - self._t0)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def pose_control_module(positive) -> torch.nn.Module:
+    """The pose branch's control module that face mode attached to a positive conditioning."""
+    from ..nodes.comfy_side.pose_control import PoseControlModel
+
+    control = positive[0][1].get("control")
+    while control is not None:
+        if isinstance(getattr(control, "control_model", None), PoseControlModel):
+            return control.control_model
+        control = getattr(control, "previous_controlnet", None)
+    raise ValueError("no Dense-Face pose branch in this conditioning")
+
+
+def flop_floor(model, positive, negative, size: int) -> dict:
+    """FLOPs of one UNet call on the CFG batch (cond + uncond) and of the pose branch on its one row."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = model.model.diffusion_model
+    branch = pose_control_module(positive).branch
+    dtype = next(unet.parameters()).dtype
+    device = next(unet.parameters()).device
+    x = torch.zeros(2, 4, size // 8, size // 8, dtype=dtype, device=device)
+    t = torch.full((2,), 500.0, device=device)
+    context = torch.cat([positive[0][0], negative[0][0]]).to(device=device, dtype=dtype)
+    hint = torch.zeros(1, 3, size, size, dtype=dtype, device=device)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            unet(x, t, context=context)
+        unet_flops = counter.get_total_flops()
+        where = next(branch.parameters())  # ComfyUI may hold the control model elsewhere than the UNet
+        bx, bt, bhint = (v.to(where.device) for v in (x[:1], t[:1], hint))
+        guided = branch.encode_hint(bhint, where.dtype)
+        with FlopCounterMode(display=False) as counter:
+            branch(bx.to(where.dtype), bhint, bt, guided_hint=guided)
+        pose_flops = counter.get_total_flops()
+    return {"unet_gflop": unet_flops / 1e9, "pose_gflop": pose_flops / 1e9, "floor": 1 + pose_flops / unet_flops}
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="dense-face bench step-overhead", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256,512", help="image sizes, comma separated (default 256,512)")
@@ -126,18 +192,26 @@ def _measure(configs, sizes, args):
     """Round-robin over the configurations, so a slow spell of the machine hits all of them."""
     table: dict[tuple[int, str], list[float]] = {}
     faults: dict[tuple[int, str], list[int]] = {}
+    pose: dict[int, list[float]] = {}  # face_mode: pose-branch seconds per step
     for size in sizes:
         for rep in range(args.repeats if size <= 256 else args.large_repeats):
             for name, (m, p, n) in configs.items():
-                steps, step_faults = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
+                clock = PoseBranchClock(p) if name == "face_mode" else None
+                try:
+                    steps, step_faults = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
+                finally:
+                    if clock is not None:
+                        clock.close()
+                if clock is not None:  # once per step (cond and uncond share it); the first step's is dropped too
+                    pose.setdefault(size, []).extend(clock.calls[1:])
                 table.setdefault((size, name), []).extend(steps)
                 faults.setdefault((size, name), []).extend(step_faults)
                 print(f"  {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.2f}" for s in steps)
                       + "   faults/step " + " ".join(str(f) for f in step_faults), file=sys.stderr)
-    return table, faults
+    return table, faults, pose
 
 
-def _report(configs, sizes, table, faults) -> None:
+def _report(configs, sizes, table, faults, pose, floors) -> None:
     print(f"{'size':>9s} " + " ".join(f"{n:>22s}" for n in configs) + "   (median s/step [IQR]; x plain)")
     ratios = {}
     for size in sizes:
@@ -152,8 +226,18 @@ def _report(configs, sizes, table, faults) -> None:
     print("minor page faults per step (median): " + "; ".join(
         f"{size}x{size} " + " ".join(f"{name} {int(statistics.median(faults[(size, name)]))}" for name in configs)
         for size in sizes))
+    shares = {}
+    for size in sizes:
+        plain = statistics.median(table[(size, "plain")])
+        shares[size] = statistics.median(pose[size]) / plain
+        f = floors[size]
+        print(f"{size}x{size} face mode's extra time: pose branch {statistics.median(pose[size]):.3f} s/step "
+              f"({shares[size]:.1%} of plain; timed inside the sampler), the rest (identity query bias, control "
+              f"merge) {ratios[(size, 'face_mode')] - 1 - shares[size]:+.1%}; arithmetic floor {f['floor']:.3f}x "
+              f"(pose branch {f['pose_gflop']:.1f} GFLOP on 1 row / UNet {f['unet_gflop']:.1f} GFLOP on 2)")
     ref = 256 if 256 in sizes else sizes[0]
-    print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f}")
+    print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f} "
+          f"pose_branch={shares[ref]:.3f} flop_floor={floors[ref]['floor']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     backend = getattr(attention.optimized_attention, "__name__", str(attention.optimized_attention))
     print(f"ComfyUI {host.root}, attention backend: {backend}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CFG {args.cfg}, euler; {allocator.describe()}")
-    table, faults = _measure(configs, sizes, args)
-    _report(configs, sizes, table, faults)
+    floors = {size: flop_floor(*configs["face_mode"], size) for size in sizes}
+    table, faults, pose = _measure(configs, sizes, args)
+    _report(configs, sizes, table, faults, pose, floors)
     return 0
 
 

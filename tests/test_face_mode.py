@@ -374,6 +374,7 @@ def test_query_bias_patch_follows_comfy_patch_protocol(comfy, env):
     moved = replace[("output", 3, 0)]
     assert moved.scaled_bias.dtype == torch.float16 and foreign.moved[-1] == torch.float16
     assert ours.scaled_bias.dtype == torch.float32  # a moved copy: the object other clones share is unchanged
+    assert moved.to(torch.float16) is moved  # nothing to move: no copy (ComfyUI's detach at interpreter exit)
     m.model_patches_to(torch.float32)
     m.model_patches_to(torch.float8_e4m3fn)
     assert replace[("output", 3, 0)].scaled_bias.dtype == torch.float32  # an 8-bit storage dtype is not taken

@@ -9,11 +9,10 @@ ComfyUI the extra models of the patch it wraps.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from ...dense_face_core.errors import DenseFaceError
+
 
 class QueryBiasPatch:
     """attn2 replace patch: ``q += strength * bias`` (within a sigma range), then the previous patch or
@@ -40,15 +39,23 @@ class QueryBiasPatch:
         lose its precision, and the call casts it to the attention's own dtype instead."""
         if isinstance(device_or_dtype, torch.dtype) and device_or_dtype.itemsize < 2:
             return self
-        moved = copy.copy(self)
-        moved.scaled_bias = self.scaled_bias.to(device_or_dtype)
-        if hasattr(self.previous, "to"):
-            moved.previous = self.previous.to(device_or_dtype)
+        bias = self.scaled_bias.to(device_or_dtype)
+        previous = self.previous.to(device_or_dtype) if hasattr(self.previous, "to") else self.previous
+        if bias is self.scaled_bias and previous is self.previous:
+            return self  # nothing moves (also what ComfyUI's detach at interpreter exit asks for)
+        moved = self._copy()
+        moved.scaled_bias, moved.previous = bias, previous
         return moved
+
+    def _copy(self) -> QueryBiasPatch:
+        """A shallow copy without the copy module, whose reduce path imports (fails at interpreter exit)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
     def rows(self, start: int, stop: int) -> QueryBiasPatch:
         """The patch for faces ``start:stop`` of a group (a chunk of its latent batch); one row stays one."""
-        part = copy.copy(self)
+        part = self._copy()
         if self.scaled_bias.shape[0] > 1:
             part.scaled_bias = self.scaled_bias[start:stop]
         return part
