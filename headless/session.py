@@ -24,8 +24,8 @@ from ..dense_face_core.packaged_photos import packaged_photo
 from .in_process import InProcessRunner
 from .model_resolution import demo_available, missing_message, missing_models, use_demo_models
 from .overrides import apply_overrides, place_inputs
+from .reference_slots import check_reference_capacity, reference_role, reference_slots
 from .server_client import ComfyServer, run_on_server
-from .reference_slots import add_reference_slots, reference_role, reference_slots
 from .workflow_graph import (MODEL_INPUTS, TITLE_SCENE, TITLE_TARGET, TITLE_TEXT_MODEL,
                              load_api_workflow, nodes_of, nodes_titled, resolve_workflow)
 
@@ -158,7 +158,7 @@ class RunSession:
         if not slots or reference_embedding:
             return out
         if references:
-            add_reference_slots(json.loads(json.dumps(self.base_wf)), len(references), self.wf_path.name)  # check
+            check_reference_capacity(self.base_wf, len(references), self.wf_path.name)
             for k, given in enumerate(references):
                 out[reference_role(k)] = _existing_file(given, "--reference")
         elif self.demo:

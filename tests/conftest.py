@@ -9,6 +9,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 LANDMARKER = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
+CELEBS = SHARED / "data" / "celebs"
+CASIA = SHARED / "data" / "casia_toy"
+DATASET_ARGS = ["--landmarker", str(LANDMARKER), "--quiet"]  # what every dataset-builder test passes
 
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/dense-face-mpl")
 

@@ -17,11 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CASIA = SHARED / "data" / "casia_toy"
-CELEBS = SHARED / "data" / "celebs"
-TASK = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
-COMMON = ["--landmarker", str(TASK), "--quiet"]
+from conftest import CASIA, CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
 # Celebs build: every photo kept (grey ones and small faces too) so each can be compared.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),

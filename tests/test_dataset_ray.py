@@ -20,10 +20,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CELEBS = SHARED / "data" / "celebs"
-TASK = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
-COMMON = ["--landmarker", str(TASK), "--quiet"]
+from conftest import CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::FutureWarning")]

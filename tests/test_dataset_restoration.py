@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CELEBS = SHARED / "data" / "celebs"
-TASK = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
+from conftest import CELEBS, LANDMARKER as TASK, SHARED
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -7,7 +7,6 @@ our z-buffered depth must correlate with theirs over the face (mean Pearson >= 0
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +27,8 @@ from dense_face.dense_face_core.dense_targets import (
 )
 from dense_face.dense_face_core.errors import DenseFaceInputError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from conftest import LANDMARKER as TASK, SHARED
 CASIA = SHARED / "data" / "casia_toy" / "CASIAFaces" / "0000045"
-TASK = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
 
 
 def _need_shared():

@@ -44,3 +44,15 @@ def test_one_reference_fills_every_slot_and_one_identity_workflows_refuse_more()
     assert _chain(wf) == ["a.png", "a.png"]
     with pytest.raises(DenseFaceInputError, match="dense_face_group"):
         place_inputs(_load("dense_face_face_swap"), {"reference": "a.png", "reference_2": "b.png"})
+
+
+def test_removing_the_second_slot_leaves_one_identity_chain():
+    from dense_face.headless.reference_slots import reference_slots, remove_reference_slot
+
+    wf = _load("dense_face_group")
+    remove_reference_slot(wf, 1)
+    place_inputs(wf, {"reference": "a.png"})
+    assert reference_slots(wf) == 1 and _chain(wf) == ["a.png"]
+    assert len(nodes_of(wf, "DenseFaceIDEncoder")) == 1
+    with pytest.raises(ValueError):
+        remove_reference_slot(wf, 0)
