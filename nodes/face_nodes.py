@@ -1,21 +1,18 @@
 """Face crop + mask, paste-back and dense-target preview nodes (logic in dense_face_core)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 import comfy.model_management
 import comfy.utils
 
 from ..dense_face_core.annotation_vis import depth_image, draw_landmarks, numbered_faces, parsing_image
-from ..dense_face_core.crop import FaceCrop, compute_face_crop, passthrough_crop, warp_to_crop
+from ..dense_face_core.crop import FaceCrop, warp_to_crop
 from ..dense_face_core.dense_targets import compute_dense_targets
-from ..dense_face_core.errors import DenseFaceInputError, NoFaceError
-from ..dense_face_core.face_mask import face_mask
+from ..dense_face_core.errors import DenseFaceInputError
+from ..dense_face_core.face_crops import CropGeometry, FaceChoice, crop_faces
 from ..dense_face_core.images import to_rgb_uint8
-from ..dense_face_core.face_batch import left_to_right, select_faces
-from ..dense_face_core.landmarker import MIN_FACE_PX, select_face
+from ..dense_face_core.landmarker import select_face
 from ..dense_face_core.paste import paste_faces
 from .comfy_side import CATEGORY
 from .comfy_side.face_analysis import get_analyzer, landmarker_input
@@ -23,17 +20,6 @@ from .comfy_side.tensors import image_to_numpy, numpy_to_image, numpy_to_mask, r
 
 ON_NO_FACE = ["error", "pass through (empty mask)"]
 FACE_CHOICE = ["largest", "by index", "all", "list"]
-
-
-def _pick(analyzer, rgb, which, index, face_list, name) -> list:
-    """The chosen faces of one photo, each with its left-to-right number."""
-    faces = analyzer.detect(rgb, name=name)
-    numbered = left_to_right([f for f in faces if f.size >= MIN_FACE_PX])
-    if which in ("all", "list"):
-        chosen = select_faces(faces, "all" if which == "all" else face_list, MIN_FACE_PX, name=name)
-    else:
-        chosen = [select_face(faces, "largest" if which == "largest" else int(index), name=name)]
-    return [(next(n for n, g in enumerate(numbered) if g is f), f) for f in chosen]
 
 
 class DenseFaceCropMask:
@@ -95,8 +81,8 @@ class DenseFaceCropMask:
             comfy.model_management.throw_exception_if_processing_interrupted()
             name = f"image {i} of the batch" if len(images) > 1 else "image"
             rgb = to_rgb_uint8(arr, name)
-            found = self._faces_of(analyzer, rgb, i, name, (face, face_index, face_list, on_no_face),
-                                   (int(crop_size), padding, mask_grow, mask_feather))
+            found = crop_faces(analyzer, rgb, i, FaceChoice(face, face_index, face_list, on_no_face),
+                               CropGeometry(int(crop_size), padding, mask_grow, mask_feather), name)
             for fc, mask in found:
                 crops.append(warp_to_crop(rgb_channels(arr), fc))
                 masks.append(mask)
@@ -107,25 +93,6 @@ class DenseFaceCropMask:
         first = next((t for t in transforms if t.has_face), transforms[0])
         return (numpy_to_image([np.clip(c, 0, 1) for c in crops]), numpy_to_mask(masks), transforms,
                 float(first.yaw), float(first.pitch), float(first.roll), numpy_to_image(previews))
-
-    @staticmethod
-    def _faces_of(analyzer, rgb, index, name, choice, geometry) -> list[tuple[FaceCrop, np.ndarray]]:
-        """(crop transform, mask) of every chosen face of one photo; a pass-through square if none."""
-        which, face_index, face_list, on_no_face = choice
-        size, padding, grow, feather = geometry
-        try:
-            picked = _pick(analyzer, rgb, which, face_index, face_list, name)
-        except NoFaceError:
-            if on_no_face == "error":
-                raise
-            fc = replace(passthrough_crop((rgb.shape[1], rgb.shape[0]), size), source_index=index)
-            return [(fc, np.zeros((fc.size, fc.size), np.float32))]
-        out = []
-        for number, detected in picked:
-            fc = compute_face_crop(detected, size, padding, canonical_vertices=analyzer.canonical)
-            fc = replace(fc, source_index=index, face_number=number)
-            out.append((fc, face_mask(fc, grow=grow, feather=feather)))
-        return out
 
 
 def _per_item(seq, i, name):

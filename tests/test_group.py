@@ -196,3 +196,21 @@ def test_pose_per_face_follows_the_detected_angles_with_overrides(comfy, landmar
     assert not np.array_equal(got[1], draw_pose_image(faces[1].yaw, faces[1].pitch, faces[1].roll, size=256))
     with pytest.raises(Exception, match="face 2 does not exist"):
         comfy.node("DenseFacePoseFromFaces").draw(faces, "2: yaw=1")
+
+
+def test_core_crop_faces_numbers_faces_and_passes_blank_photos_through(landmarker_path, group):
+    """The core rule the crop node calls, without ComfyUI: the chosen faces keep their left-to-right numbers
+    and photo index; a photo without a face is an error, or a pass-through square with an empty mask."""
+    from dense_face.dense_face_core.errors import NoFaceError
+    from dense_face.dense_face_core.face_crops import CropGeometry, FaceChoice, crop_faces
+    from dense_face.dense_face_core.landmarker import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(str(landmarker_path), max_faces=8)
+    found = crop_faces(analyzer, group, 3, FaceChoice("list", face_list="5, 0"), CropGeometry(256))
+    assert [(fc.face_number, fc.source_index, m.shape) for fc, m in found] == [(5, 3, (256, 256)), (0, 3, (256, 256))]
+    assert all(m.max() > 0.99 for _fc, m in found)
+    blank = np.full((300, 400, 3), 128, np.uint8)
+    with pytest.raises(NoFaceError):
+        crop_faces(analyzer, blank, 0, FaceChoice("largest"), CropGeometry(256))
+    ((fc, mask),) = crop_faces(analyzer, blank, 1, FaceChoice("largest", on_no_face="pass through"), CropGeometry(256))
+    assert not fc.has_face and fc.source_index == 1 and not mask.any()
