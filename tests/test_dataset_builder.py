@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import CASIA, CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
+
 # Celebs build: every photo kept (grey ones and small faces too) so each can be compared.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),

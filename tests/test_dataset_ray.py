@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
+
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::FutureWarning")]
@@ -143,3 +144,30 @@ def test_ray_errors_are_one_line(tmp_path, monkeypatch, capsys):
     A.cpus_per_actor, A.gpus_per_actor = None, 1.0
     with pytest.raises(DenseFaceInputError, match="--gpus-per-actor"):
         actor_resources(A, 2, {"CPU": 8, "GPU": 1})
+
+
+def _task_that_kills_its_worker_on_one_photo(batch, cfg, stages, later):
+    """Stands in for a native crash on one photo (a real one cannot be provoked on purpose): the Ray
+    worker process exits at once on any chunk holding that photo, the builder's own task otherwise."""
+    from dense_face.train.dataset_builder import ray_engine
+
+    if any(b"Yann_LeCun" in bytes(p) for p in batch["payload"]):
+        os._exit(1)
+    return ray_engine.cpu_task(batch, cfg, stages, later)
+
+
+def test_ray_gives_up_on_a_chunk_that_keeps_killing_its_worker(ray_local, tmp_path, monkeypatch, capsys):
+    """Ray would retry such a task forever; the builder allows TASK_RETRIES, then stops with one line that
+    says the shards are kept and how to get past the photo, instead of hanging."""
+    from ray import cloudpickle
+
+    from dense_face.train.dataset_builder import main, ray_engine
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    monkeypatch.setattr(ray_engine, "cpu_task", _task_that_kills_its_worker_on_one_photo)
+    t0 = time.monotonic()
+    code = main(["--input", str(CELEBS), "--out", str(tmp_path / "o"), "--engine", "ray", "--keep-grayscale",
+                 "--min-crop", "48", "--crop-sizes", "256", "--shard-size", "2", *COMMON])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and time.monotonic() - t0 < 240
+    assert "the Ray run failed (WorkerCrashedError" in err[-1] and "--engine local records that photo as crashed" in err[-1], err[-3:]

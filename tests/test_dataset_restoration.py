@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import CELEBS, LANDMARKER as TASK, SHARED
+
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

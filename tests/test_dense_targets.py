@@ -28,6 +28,7 @@ from dense_face.dense_face_core.dense_targets import (
 from dense_face.dense_face_core.errors import DenseFaceInputError
 
 from conftest import LANDMARKER as TASK, SHARED
+
 CASIA = SHARED / "data" / "casia_toy" / "CASIAFaces" / "0000045"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CELEBS, LANDMARKER as TASK, SHARED
+
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
