@@ -7,7 +7,8 @@ in-process ComfyUI on the GPU:
    branch's cond/uncond dedup, and ComfyUI's stock ControlNet, at 256x256 and 512x512, UNet and ControlNet
    in fp16, ComfyUI's default GPU attention, CFG 4, euler (``bench step-overhead``'s configurations and
    step timer, with a device sync before each time stamp); 10 timed steps per run (one more dropped),
-   3 round-robin runs per size; peak VRAM of each configuration;
+   3 round-robin runs per size; peak VRAM of each configuration; then one more face-mode run per size
+   with the pose branch timed inside the sampler, and face mode's arithmetic floor (FlopCounterMode);
 2. pipeline: the two-mode personalisation run vs plain txt2img at 512 (``bench pipeline``'s stages, same
    models, 20 steps each sampler), stage by stage, peak VRAM of each;
 3. trainer: the trainer's micro-step (``bench train``'s timer) in bf16 mixed precision, with and without
