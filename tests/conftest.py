@@ -16,6 +16,26 @@ DATASET_ARGS = ["--landmarker", str(LANDMARKER), "--quiet"]  # what every datase
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/dense-face-mpl")
 
 
+def build_killed_after_first_shard(argv: list[str], out: Path, env: dict | None = None):
+    """Run the dataset builder with ``argv`` in its own session and SIGKILL the whole session as soon as
+    its first shard is on disk (a kill -9 mid-build); the finished process is returned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = f"import sys; from dense_face.train.dataset_builder import main; sys.exit(main({list(argv)!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+    first = Path(out) / "shards" / "shard-000000.json"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():

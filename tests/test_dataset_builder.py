@@ -8,16 +8,13 @@ import csv
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import CASIA, CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
+from conftest import build_killed_after_first_shard, CASIA, CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
 
 # Celebs build: every photo kept (grey ones and small faces too) so each can be compared.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
@@ -229,16 +226,8 @@ def test_celebs_landmarks_and_counts(celebs_build):
 def test_kill_and_resume_gives_identical_shards(celebs_build, tmp_path):
     """kill -9 after the first shard, re-run (other worker count): same bytes as one clean run."""
     out = tmp_path / "killed"
-    code = ("import sys; from dense_face.train.dataset_builder import main; "
-            f"sys.exit(main({[ '--input', str(CELEBS), '--out', str(out), '--workers', '1', *CELEBS_ARGS, *COMMON]!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    first = out / "shards" / "shard-000000.json"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    build_killed_after_first_shard(["--input", str(CELEBS), "--out", str(out), "--workers", "1", *CELEBS_ARGS, *COMMON],
+                                   out)
     done_at_kill = len(list((out / "shards").glob("shard-*.json")))
     total = len(json.loads((celebs_build / "manifest.json").read_text())["shards"])
     assert 1 <= done_at_kill < total, "the build finished before it could be killed"

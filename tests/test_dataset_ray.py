@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
+from conftest import build_killed_after_first_shard, CELEBS, DATASET_ARGS as COMMON, LANDMARKER as TASK, SHARED
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*without --insightface-model:UserWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -69,15 +69,7 @@ def test_killed_ray_build_resumes_to_the_local_engines_bytes(ray_local, tmp_path
     out = tmp_path / "ray"
     address = ray_local.get_runtime_context().gcs_address
     argv = [*KILL_ARGS, "--out", str(out), "--engine", "ray", "--ray-address", address, *COMMON]
-    code = f"import sys; from dense_face.train.dataset_builder import main; sys.exit(main({argv!r}))"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
-    first = out / "shards" / "shard-000000.json"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = build_killed_after_first_shard(argv, out, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     for pid in _session_pids(proc.pid):  # nothing of the killed driver may live on
         os.kill(pid, signal.SIGKILL)
     done_at_kill = len(list((out / "shards").glob("shard-*.json")))
