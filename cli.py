@@ -96,6 +96,7 @@ BENCHMARKS = {
     "train": "bench.train",
     "group": "bench.group",
     "device": "bench.device",
+    "pose-branch": "bench.pose_branch",
 }
 
 

@@ -8,13 +8,16 @@ one process so machine drift hits them alike:
                   token, pose branch computed once per distinct latent);
 - face_mode_naive: the same with the pose branch run on the whole cond+uncond batch
                   (what an ordinary ControlNet does) - shows what the deduplication saves;
+- face_mode_torchconv: face_mode with the pose branch's convolutions on torch's default
+                  CPU path (oneDNN) instead of the core's im2col path - shows what
+                  ``dense_face_core.cpu_conv`` saves (CPU runs only);
 - controlnet:     ComfyUI's stock SD1.5 ControlNet (with attention) via Apply ControlNet.
 A step is the time between two sampler callbacks; the first step (model loading and
 weight patching) is discarded. Where face mode's extra time goes is printed beside the ratios: the
 pose branch's own seconds per step, timed inside the sampler by hooks on its module, and the
 arithmetic floor of face mode, 1 + (pose branch FLOPs on one row) / (UNet FLOPs on the CFG batch of
-two), counted by torch's FlopCounterMode: no exact change to the code can go below it on a device
-that runs both networks at the same FLOP rate. Runs of the configurations alternate (short runs, many
+two), counted by torch's FlopCounterMode: face mode goes below it only where the branch runs at a
+higher FLOP rate than the UNet. Runs of the configurations alternate (short runs, many
 repeats) so that the machine's slow and fast spells hit them alike, and each figure is the
 median of all its steps (with the interquartile range beside it). Minor page faults per step
 are counted beside the times: see ``bench/allocator.py`` for why the run uses steady glibc
@@ -23,6 +26,7 @@ malloc settings by default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -156,9 +160,24 @@ def _parse(argv):
 
 
 def _configs(host) -> dict:
-    """(model, positive, negative) of plain SD1.5, face mode, face mode without the row dedup, stock ControlNet."""
+    """(model, positive, negative) of plain SD1.5, face mode, face mode without the row dedup, face mode on
+    torch's default convolutions (CPU only), stock ControlNet."""
     print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
-    return build_configs(host)
+    configs = build_configs(host)
+    if next(pose_control_module(configs["face_mode"][1]).branch.parameters()).device.type == "cpu":
+        configs = {**dict(list(configs.items())[:3]), TORCH_CONV: configs["face_mode"], "controlnet": configs["controlnet"]}
+    return configs
+
+
+TORCH_CONV = "face_mode_torchconv"  # face_mode's own objects, run with the branch on F.conv2d
+
+
+def _run_context(name, positive):
+    from ..dense_face_core.cpu_conv import torch_default_convs
+
+    if name == TORCH_CONV:
+        return torch_default_convs(pose_control_module(positive).branch)
+    return contextlib.nullcontext()
 
 
 def build_configs(host, family="sd15", unet_config: dict | None = None, clip_config: str | None = None,
@@ -192,18 +211,19 @@ def _measure(configs, sizes, args):
     """Round-robin over the configurations, so a slow spell of the machine hits all of them."""
     table: dict[tuple[int, str], list[float]] = {}
     faults: dict[tuple[int, str], list[int]] = {}
-    pose: dict[int, list[float]] = {}  # face_mode: pose-branch seconds per step
+    pose: dict[tuple[int, str], list[float]] = {}  # face_mode (and torchconv): pose-branch seconds per step
     for size in sizes:
         for rep in range(args.repeats if size <= 256 else args.large_repeats):
             for name, (m, p, n) in configs.items():
-                clock = PoseBranchClock(p) if name == "face_mode" else None
+                clock = PoseBranchClock(p) if name in ("face_mode", TORCH_CONV) else None
                 try:
-                    steps, step_faults = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
+                    with _run_context(name, p):
+                        steps, step_faults = _time_steps(m, p, n, size, args.steps, args.cfg, rep)
                 finally:
                     if clock is not None:
                         clock.close()
                 if clock is not None:  # once per step (cond and uncond share it); the first step's is dropped too
-                    pose.setdefault(size, []).extend(clock.calls[1:])
+                    pose.setdefault((size, name), []).extend(clock.calls[1:])
                 table.setdefault((size, name), []).extend(steps)
                 faults.setdefault((size, name), []).extend(step_faults)
                 print(f"  {size}x{size} {name:16s} run {rep + 1}: " + " ".join(f"{s:.2f}" for s in steps)
@@ -229,15 +249,19 @@ def _report(configs, sizes, table, faults, pose, floors) -> None:
     shares = {}
     for size in sizes:
         plain = statistics.median(table[(size, "plain")])
-        shares[size] = statistics.median(pose[size]) / plain
+        branch_s = statistics.median(pose[(size, "face_mode")])
+        shares[size] = branch_s / plain
         f = floors[size]
-        print(f"{size}x{size} face mode's extra time: pose branch {statistics.median(pose[size]):.3f} s/step "
+        torch_conv = (f" (on torch's default convolutions {statistics.median(pose[(size, TORCH_CONV)]):.3f} s/step)"
+                      if (size, TORCH_CONV) in pose else "")
+        print(f"{size}x{size} face mode's extra time: pose branch {branch_s:.3f} s/step{torch_conv} "
               f"({shares[size]:.1%} of plain; timed inside the sampler), the rest (identity query bias, control "
               f"merge) {ratios[(size, 'face_mode')] - 1 - shares[size]:+.1%}; arithmetic floor {f['floor']:.3f}x "
               f"(pose branch {f['pose_gflop']:.1f} GFLOP on 1 row / UNet {f['unet_gflop']:.1f} GFLOP on 2)")
     ref = 256 if 256 in sizes else sizes[0]
+    extra = f" face_mode_torchconv={ratios[(ref, TORCH_CONV)]:.3f}" if (ref, TORCH_CONV) in ratios else ""
     print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f} "
-          f"pose_branch={shares[ref]:.3f} flop_floor={floors[ref]['floor']:.3f}")
+          f"pose_branch={shares[ref]:.3f} flop_floor={floors[ref]['floor']:.3f}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:

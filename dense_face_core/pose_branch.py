@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cpu_conv import Conv2d
 from .families import get_family
 
 HINT_WIDTHS = (16, 16, 32, 32, 96, 96, 256)
@@ -61,7 +62,7 @@ class ResBlock(nn.Module):
         self.in_layers = nn.Sequential(
             GroupNorm32(groups, channels),
             nn.SiLU(),
-            nn.Conv2d(channels, out_channels, 3, padding=1),
+            Conv2d(channels, out_channels, 3, padding=1),
         )
         self.emb_layers = nn.Sequential(
             nn.SiLU(), nn.Linear(emb_channels, out_channels)
@@ -70,12 +71,12 @@ class ResBlock(nn.Module):
             GroupNorm32(groups, out_channels),
             nn.SiLU(),
             nn.Dropout(0.0),
-            _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
+            _zero(Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection: nn.Module = (
             nn.Identity()
             if out_channels == channels
-            else nn.Conv2d(channels, out_channels, 1)
+            else Conv2d(channels, out_channels, 1)
         )
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -87,7 +88,7 @@ class ResBlock(nn.Module):
 class Downsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
@@ -131,13 +132,13 @@ class PoseBranch(nn.Module):
         hint: list[nn.Module] = []
         prev = hint_channels
         for width, stride in zip(HINT_WIDTHS, HINT_STRIDES):
-            hint += [nn.Conv2d(prev, width, 3, stride=stride, padding=1), nn.SiLU()]
+            hint += [Conv2d(prev, width, 3, stride=stride, padding=1), nn.SiLU()]
             prev = width
-        hint.append(_zero(nn.Conv2d(prev, mc, 3, padding=1)))
+        hint.append(_zero(Conv2d(prev, mc, 3, padding=1)))
         self.input_hint_block = nn.Sequential(*hint)
 
         self.input_blocks = nn.ModuleList(
-            [EmbSequential(nn.Conv2d(in_channels, mc, 3, padding=1))]
+            [EmbSequential(Conv2d(in_channels, mc, 3, padding=1))]
         )
         self.zero_convs = nn.ModuleList([self._zero_conv(mc)])
         ch = mc
@@ -160,7 +161,7 @@ class PoseBranch(nn.Module):
 
     @staticmethod
     def _zero_conv(ch: int) -> nn.Sequential:
-        return nn.Sequential(_zero(nn.Conv2d(ch, ch, 1)))
+        return nn.Sequential(_zero(Conv2d(ch, ch, 1)))
 
     @property
     def dtype(self) -> torch.dtype:

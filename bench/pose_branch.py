@@ -1,0 +1,135 @@
+"""The pose branch on one row: the core's CPU im2col convolutions vs torch's default (oneDNN).
+
+Full-size SD1.5-shaped branch with random weights (speed does not depend on the values), float32
+on the CPU, one latent row as face mode runs it (the hint encoded once). Both paths run
+alternately in this one process, so drift hits them alike; each figure is a median. The error
+columns compare each path's 13 residuals with a float64 copy of the branch (largest absolute
+difference over the largest value). The per-layer table times each distinct convolution of the
+branch at the first size, both ways.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+ORDER = ("im2col", "default")
+
+
+def _branch(seed: int):
+    from ..dense_face_core.pose_branch import PoseBranch
+    from ..dense_face_core.random_weights import fill_random_
+
+    return fill_random_(PoseBranch.for_family("sd15"), seed).eval()
+
+
+def _paths(branch):
+    """Callables running ``fn`` with the branch on each path."""
+    from ..dense_face_core.cpu_conv import torch_default_convs
+
+    def im2col(fn):
+        return fn()
+
+    def default(fn):
+        with torch_default_convs(branch):
+            return fn()
+
+    return {"im2col": im2col, "default": default}
+
+
+def _alternate(calls: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call, alternating which goes first; one untimed warm-up each."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for r in range(repeats):
+        for k in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+            t0 = time.perf_counter()
+            calls[k]()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def _rel_err(outs, ref) -> float:
+    return max(((o.double() - r).abs().max() / r.abs().max()).item() for o, r in zip(outs, ref))
+
+
+def whole_branch(branch, branch64, size: int, repeats: int) -> dict:
+    gen = torch.Generator().manual_seed(size)
+    x = torch.randn(1, 4, size // 8, size // 8, generator=gen)
+    hint = torch.rand(1, 3, size, size, generator=gen)
+    t = torch.tensor([500.0])
+    paths = _paths(branch)
+    with torch.inference_mode():
+        guided = branch.encode_hint(hint, torch.float32)
+        ref = branch64(x.double(), hint.double(), t, guided_hint=guided.double())
+        run = lambda: branch(x, hint, t, guided_hint=guided)  # noqa: E731
+        errors = {k: _rel_err(p(run), ref) for k, p in paths.items()}
+        times = _alternate({k: (lambda p=p: p(run)) for k, p in paths.items()}, repeats)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"size": size, "seconds": med, "rel_err_vs_fp64": errors, "ratio": med["im2col"] / med["default"]}
+
+
+def per_layer(branch, size: int, repeats: int) -> list[dict]:
+    """Each distinct convolution of the branch at ``size`` (shape, count per call), both ways."""
+    from ..dense_face_core.cpu_conv import Conv2d
+
+    seen: dict[tuple, list] = {}
+    hooks = []
+
+    def record(module, args):
+        key = (tuple(args[0].shape), tuple(module.weight.shape), module.stride)
+        seen.setdefault(key, [module, args[0], 0])[2] += 1
+
+    for m in branch.modules():
+        if isinstance(m, Conv2d):
+            hooks.append(m.register_forward_pre_hook(record))
+    x = torch.zeros(1, 4, size // 8, size // 8)
+    with torch.inference_mode():
+        branch(x, None, torch.tensor([500.0]), guided_hint=torch.zeros(1, branch.model_channels, size // 8, size // 8))
+    for h in hooks:
+        h.remove()
+    rows = []
+    with torch.inference_mode():
+        for (shape, weight, stride), (module, inp, count) in seen.items():
+            inp = torch.randn(inp.shape)
+            calls = {"im2col": lambda m=module, i=inp: m(i),
+                     "default": lambda m=module, i=inp: torch.nn.functional.conv2d(i, m.weight, m.bias, m.stride,
+                                                                                    m.padding)}
+            times = _alternate(calls, repeats)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append({"input": shape, "weight": weight, "stride": stride[0], "count": count, "ms": {
+                k: 1000 * v for k, v in med.items()}})
+    return sorted(rows, key=lambda r: -r["ms"]["default"] * r["count"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dense-face bench pose-branch", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="256,512", help="image sizes, comma separated")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls of each path per size")
+    parser.add_argument("--layer-repeats", type=int, default=5, help="timed calls per layer shape")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    branch = _branch(seed=0)
+    branch64 = _branch(seed=0).double()
+    print(f"pose branch, float32 on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"one row; im2col = dense_face_core.cpu_conv, default = F.conv2d (oneDNN where torch picks it)")
+    results = [whole_branch(branch, branch64, s, args.repeats) for s in sizes]
+    print(f"{'size':>9} {'im2col s':>9} {'default s':>10} {'ratio':>6}   rel. error vs float64 (im2col / default)")
+    for r in results:
+        s, e = r["seconds"], r["rel_err_vs_fp64"]
+        print(f"{r['size']:>4}x{r['size']:<4} {s['im2col']:9.3f} {s['default']:10.3f} {r['ratio']:6.2f}   "
+              f"{e['im2col']:.1e} / {e['default']:.1e}")
+    rows = per_layer(branch, sizes[0], args.layer_repeats)
+    print(f"per layer at {sizes[0]}x{sizes[0]} (ms per call; count = calls per branch run):")
+    for row in rows:
+        ms = row["ms"]
+        print(f"  in {str(row['input']):18s} w {str(row['weight']):22s} s{row['stride']} x{row['count']:<2} "
+              f"im2col {ms['im2col']:7.1f}  default {ms['default']:7.1f}  ({ms['im2col'] / ms['default']:.2f}x)")
+    print("ratios: " + " ".join(f"im2col_vs_default_{r['size']}={r['ratio']:.3f}" for r in results))
+    return 0
