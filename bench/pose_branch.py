@@ -1,6 +1,6 @@
 """The pose branch on one row: the core's CPU im2col convolutions vs torch's default (oneDNN).
 
-Full-size SD1.5-shaped branch with random weights (speed does not depend on the values), float32
+Full-size SD1.5-shaped branch (``--smoke``: the tiny test geometry) with random weights (speed does not depend on the values), float32
 on the CPU, one latent row as face mode runs it (the hint encoded once). Both paths run
 alternately in this one process, so drift hits them alike; each figure is a median. The error
 columns compare each path's 13 residuals with a float64 copy of the branch (largest absolute
@@ -18,11 +18,11 @@ import torch
 ORDER = ("im2col", "default")
 
 
-def _branch(seed: int):
+def _branch(seed: int, smoke: bool):
     from ..dense_face_core.pose_branch import PoseBranch
-    from ..dense_face_core.random_weights import fill_random_
+    from ..dense_face_core.random_weights import fill_random_, tiny_family
 
-    return fill_random_(PoseBranch.for_family("sd15"), seed).eval()
+    return fill_random_(PoseBranch.for_family(tiny_family() if smoke else "sd15"), seed).eval()
 
 
 def _paths(branch):
@@ -111,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls of each path per size")
     parser.add_argument("--layer-repeats", type=int, default=5, help="timed calls per layer shape")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--smoke", action="store_true", help="the tiny test geometry: checks the code path, "
+                                                             "not the speed (for CI)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
-    branch = _branch(seed=0)
-    branch64 = _branch(seed=0).double()
-    print(f"pose branch, float32 on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    branch = _branch(0, args.smoke)
+    branch64 = _branch(0, args.smoke).double()
+    print(f"pose branch{' (tiny smoke geometry)' if args.smoke else ''}, float32 on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"one row; im2col = dense_face_core.cpu_conv, default = F.conv2d (oneDNN where torch picks it)")
     results = [whole_branch(branch, branch64, s, args.repeats) for s in sizes]
     print(f"{'size':>9} {'im2col s':>9} {'default s':>10} {'ratio':>6}   rel. error vs float64 (im2col / default)")

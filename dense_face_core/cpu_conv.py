@@ -25,7 +25,10 @@ _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda
 
 def uses_im2col(conv: nn.Conv2d, x: Tensor) -> bool:
     """Whether ``conv`` takes the im2col path for ``x``: float32 on the CPU, plain zero padding,
-    and nobody watching the ops (a dispatch mode, torch.compile) who expects ``F.conv2d``'s."""
+    inference (training keeps ``F.conv2d``: the im2col backward refuses DDP's bucketed gradient
+    views), and nobody watching the ops (a dispatch mode, torch.compile) who expects ``F.conv2d``'s."""
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in conv.parameters())):
+        return False
     if _thnn_conv2d is None or _get_current_dispatch_mode is None or _get_current_dispatch_mode() is not None:
         return False
     if _is_compiling() or not isinstance(conv, Conv2d):
@@ -36,7 +39,7 @@ def uses_im2col(conv: nn.Conv2d, x: Tensor) -> bool:
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d with the CPU float32 path above (autograd goes through it as well)."""
+    """nn.Conv2d with the CPU float32 inference path above."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if uses_im2col(self, input):

@@ -16,7 +16,7 @@ LAYERS = [(64, 64, 3, 1), (64, 64, 3, 2), (64, 128, 1, 1), (4, 32, 3, 1)]
 @pytest.mark.parametrize("cin,cout,k,stride", LAYERS)
 def test_im2col_matches_float64_conv(cin, cout, k, stride):
     torch.manual_seed(0)
-    conv = Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+    conv = Conv2d(cin, cout, k, stride=stride, padding=k // 2).requires_grad_(False)
     x = torch.randn(1, cin, 9, 9)
     assert uses_im2col(conv, x)
     ref = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), stride, k // 2)
@@ -26,18 +26,23 @@ def test_im2col_matches_float64_conv(cin, cout, k, stride):
     assert not torch.equal(got, torch.zeros_like(got))
 
 
-def test_gradients_match_f_conv2d():
+def test_training_keeps_f_conv2d_and_its_gradients():
+    """With gradients wanted the layer is plain nn.Conv2d (the im2col backward refuses DDP's bucket views)."""
     torch.manual_seed(1)
     conv = Conv2d(8, 16, 3, stride=2, padding=1)
     x = torch.randn(2, 8, 7, 7, requires_grad=True)
+    assert not uses_im2col(conv, x) and not uses_im2col(conv, x.detach())
+    with torch.no_grad():
+        assert uses_im2col(conv, x)
     conv(x).square().sum().backward()
     ours = (x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
     x.grad, conv.weight.grad, conv.bias.grad = None, None, None
     F.conv2d(x, conv.weight, conv.bias, 2, 1).square().sum().backward()
     for a, b in zip(ours, (x.grad, conv.weight.grad, conv.bias.grad)):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert torch.equal(a, b)
 
 
+@torch.inference_mode()
 def test_falls_back_where_the_path_does_not_apply():
     conv = Conv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 6, 6)
@@ -71,16 +76,16 @@ def test_pose_branch_on_both_paths_agrees_and_keeps_its_keys():
 
 
 def test_bench_pose_branch_runs_and_reports_both_paths():
-    """``dense-face bench pose-branch`` at 64x64 (the full-size branch, one timed call): its table and last line."""
+    """``dense-face bench pose-branch --smoke`` (tiny geometry, one timed call): its table and last line."""
     import subprocess
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "bench", "pose-branch", "--sizes", "64",
-                           "--repeats", "1", "--layer-repeats", "1"], capture_output=True, text=True, timeout=300)
+                           "--repeats", "1", "--layer-repeats", "1", "--smoke"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("ratios: im2col_vs_default_64=") and len(lines[-1].split()) == 2
     row = next(line for line in lines if line.strip().startswith("64x64"))
     errors = [float(e) for e in row.split()[-3::2]]  # "im2col / default" relative errors vs float64
     assert all(0 < e < 1e-4 for e in errors), row
-    assert sum(" im2col " in line and " default " in line for line in lines) >= 10  # per-layer rows
+    assert sum(" im2col " in line and " default " in line for line in lines) >= 8  # per-layer rows
