@@ -1,8 +1,11 @@
-"""The pose branch on one row: the core's CPU im2col convolutions vs torch's default (oneDNN).
+"""The pose branch on one row: the core's CPU convolution choice vs torch's default for every layer.
 
 Full-size SD1.5-shaped branch (``--smoke``: the tiny test geometry) with random weights (speed does not depend on the values), float32
-on the CPU, one latent row as face mode runs it (the hint encoded once). Both paths run
-alternately in this one process, so drift hits them alike; each figure is a median. The error
+on the CPU, one latent row as face mode runs it (the hint encoded once). "core" is the branch as
+it runs (``dense_face_core.cpu_conv``: im2col + GEMM where a layer's output has no more pixels
+than channels, ``F.conv2d`` elsewhere), "default" the same branch with ``F.conv2d`` everywhere
+(oneDNN where torch picks it). Both run alternately in this one process, so drift hits them
+alike; each figure is a median. The error
 columns compare each path's 13 residuals with a float64 copy of the branch (largest absolute
 difference over the largest value). The per-layer table times each distinct convolution of the
 branch at the first size, both ways.
@@ -15,7 +18,6 @@ import time
 
 import torch
 
-ORDER = ("im2col", "default")
 
 
 def _branch(seed: int, smoke: bool):
@@ -29,14 +31,14 @@ def _paths(branch):
     """Callables running ``fn`` with the branch on each path."""
     from ..dense_face_core.cpu_conv import torch_default_convs
 
-    def im2col(fn):
+    def core(fn):
         return fn()
 
     def default(fn):
         with torch_default_convs(branch):
             return fn()
 
-    return {"im2col": im2col, "default": default}
+    return {"core": core, "default": default}
 
 
 def _alternate(calls: dict, repeats: int) -> dict[str, list[float]]:
@@ -69,12 +71,12 @@ def whole_branch(branch, branch64, size: int, repeats: int) -> dict:
         errors = {k: _rel_err(p(run), ref) for k, p in paths.items()}
         times = _alternate({k: (lambda p=p: p(run)) for k, p in paths.items()}, repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"size": size, "seconds": med, "rel_err_vs_fp64": errors, "ratio": med["im2col"] / med["default"]}
+    return {"size": size, "seconds": med, "rel_err_vs_fp64": errors, "ratio": med["core"] / med["default"]}
 
 
 def per_layer(branch, size: int, repeats: int) -> list[dict]:
     """Each distinct convolution of the branch at ``size`` (shape, count per call), both ways."""
-    from ..dense_face_core.cpu_conv import Conv2d
+    from ..dense_face_core.cpu_conv import Conv2d, uses_im2col
 
     seen: dict[tuple, list] = {}
     hooks = []
@@ -95,13 +97,14 @@ def per_layer(branch, size: int, repeats: int) -> list[dict]:
     with torch.inference_mode():
         for (shape, weight, stride), (module, inp, count) in seen.items():
             inp = torch.randn(inp.shape)
-            calls = {"im2col": lambda m=module, i=inp: m(i),
+            calls = {"core": lambda m=module, i=inp: m(i),
                      "default": lambda m=module, i=inp: torch.nn.functional.conv2d(i, m.weight, m.bias, m.stride,
                                                                                     m.padding)}
             times = _alternate(calls, repeats)
             med = {k: statistics.median(v) for k, v in times.items()}
-            rows.append({"input": shape, "weight": weight, "stride": stride[0], "count": count, "ms": {
-                k: 1000 * v for k, v in med.items()}})
+            rows.append({"input": shape, "weight": weight, "stride": stride[0], "count": count,
+                         "path": "im2col" if uses_im2col(module, inp) else "F.conv2d",
+                         "ms": {k: 1000 * v for k, v in med.items()}})
     return sorted(rows, key=lambda r: -r["ms"]["default"] * r["count"])
 
 
@@ -120,18 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     branch = _branch(0, args.smoke)
     branch64 = _branch(0, args.smoke).double()
     print(f"pose branch{' (tiny smoke geometry)' if args.smoke else ''}, float32 on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"one row; im2col = dense_face_core.cpu_conv, default = F.conv2d (oneDNN where torch picks it)")
+          f"one row; core = the branch's own choice per layer, default = F.conv2d everywhere")
     results = [whole_branch(branch, branch64, s, args.repeats) for s in sizes]
-    print(f"{'size':>9} {'im2col s':>9} {'default s':>10} {'ratio':>6}   rel. error vs float64 (im2col / default)")
+    print(f"{'size':>9} {'core s':>9} {'default s':>10} {'ratio':>6}   rel. error vs float64 (core / default)")
     for r in results:
         s, e = r["seconds"], r["rel_err_vs_fp64"]
-        print(f"{r['size']:>4}x{r['size']:<4} {s['im2col']:9.3f} {s['default']:10.3f} {r['ratio']:6.2f}   "
-              f"{e['im2col']:.1e} / {e['default']:.1e}")
+        print(f"{r['size']:>4}x{r['size']:<4} {s['core']:9.3f} {s['default']:10.3f} {r['ratio']:6.2f}   "
+              f"{e['core']:.1e} / {e['default']:.1e}")
     rows = per_layer(branch, sizes[0], args.layer_repeats)
-    print(f"per layer at {sizes[0]}x{sizes[0]} (ms per call; count = calls per branch run):")
+    print(f"per layer at {sizes[0]}x{sizes[0]} (ms per call, each layer alone; count = calls per branch run):")
     for row in rows:
         ms = row["ms"]
         print(f"  in {str(row['input']):18s} w {str(row['weight']):22s} s{row['stride']} x{row['count']:<2} "
-              f"im2col {ms['im2col']:7.1f}  default {ms['default']:7.1f}  ({ms['im2col'] / ms['default']:.2f}x)")
-    print("ratios: " + " ".join(f"im2col_vs_default_{r['size']}={r['ratio']:.3f}" for r in results))
+              f"core {row['path']:8s} {ms['core']:7.1f}  default {ms['default']:7.1f}  "
+              f"({ms['core'] / ms['default']:.2f}x)")
+    print("ratios: " + " ".join(f"core_vs_default_{r['size']}={r['ratio']:.3f}" for r in results))
     return 0

@@ -1,10 +1,15 @@
-"""A Conv2d that runs float32 on the CPU as im2col + one GEMM instead of through oneDNN.
+"""A Conv2d that runs float32 on the CPU as im2col + one GEMM instead of through oneDNN where
+its weights outweigh its pixels.
 
 torch hands a batch-1 convolution whose input holds more than 20,480 values to oneDNN, which
-runs the pose branch's 1280-channel convolutions at 8x8 several times slower than torch's
-own im2col + BLAS path ("thnn"); that path is also nearer a float64 reference.
-``dense-face bench pose-branch`` measures both side by side, per layer shape and on the whole
-branch. Other devices and dtypes keep ``F.conv2d`` (cuDNN chooses its own algorithm). The
+reorders the weights into its blocked layout on every call: for the pose branch's 1280-channel
+layers at 16x16 and 8x8 (59 MB of weights, a few hundred pixels) that costs more than the
+convolution, and with glibc's default allocator each reorder buffer is freshly mapped memory.
+torch's own im2col + BLAS path ("thnn") reads the weights as they are. It is chosen where the
+output has no more pixels than channels (the weights are then larger than the column buffer);
+larger images keep oneDNN, which is faster there. ``dense-face bench pose-branch`` measures both
+paths side by side, per layer shape and on the whole branch; im2col is also nearer a float64
+reference. Other devices and dtypes keep ``F.conv2d`` (cuDNN chooses its own algorithm). The
 state-dict keys are nn.Conv2d's, so the authors' weights load unchanged.
 """
 from __future__ import annotations
@@ -33,9 +38,13 @@ def uses_im2col(conv: nn.Conv2d, x: Tensor) -> bool:
         return False
     if _is_compiling() or not isinstance(conv, Conv2d):
         return False
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+    if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and conv.weight.dtype == torch.float32 and conv.groups == 1 and conv.dilation == (1, 1)
-            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
+        return False
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    out_pixels = ((x.shape[2] + 2 * ph - kh) // sh + 1) * ((x.shape[3] + 2 * pw - kw) // sw + 1)
+    return out_pixels <= conv.out_channels  # the weights outweigh the column buffer
 
 
 class Conv2d(nn.Conv2d):
