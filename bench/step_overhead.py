@@ -8,9 +8,9 @@ one process so machine drift hits them alike:
                   token, pose branch computed once per distinct latent);
 - face_mode_naive: the same with the pose branch run on the whole cond+uncond batch
                   (what an ordinary ControlNet does) - shows what the deduplication saves;
-- face_mode_torchconv: face_mode with the pose branch's convolutions on torch's default
-                  CPU path (oneDNN) instead of the core's im2col path - shows what
-                  ``dense_face_core.cpu_conv`` saves (CPU runs only);
+- face_mode_torchconv: face_mode with every convolution of the pose branch on F.conv2d
+                  (oneDNN where torch picks it) instead of the core's per-layer choice -
+                  shows what ``dense_face_core.cpu_conv`` saves (CPU runs only);
 - controlnet:     ComfyUI's stock SD1.5 ControlNet (with attention) via Apply ControlNet.
 A step is the time between two sampler callbacks; the first step (model loading and
 weight patching) is discarded. Where face mode's extra time goes is printed beside the ratios: the
