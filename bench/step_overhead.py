@@ -257,7 +257,8 @@ def _report(configs, sizes, table, faults, pose, floors) -> None:
         print(f"{size}x{size} face mode's extra time: pose branch {branch_s:.3f} s/step{torch_conv} "
               f"({shares[size]:.1%} of plain; timed inside the sampler), the rest (identity query bias, control "
               f"merge) {ratios[(size, 'face_mode')] - 1 - shares[size]:+.1%}; arithmetic floor {f['floor']:.3f}x "
-              f"(pose branch {f['pose_gflop']:.1f} GFLOP on 1 row / UNet {f['unet_gflop']:.1f} GFLOP on 2)")
+              f"(pose branch {f['pose_gflop']:.1f} GFLOP on 1 row / UNet {f['unet_gflop']:.1f} GFLOP on 2); rates: "
+              f"plain step {f['unet_gflop'] / plain:.0f} GFLOP/s, pose branch {f['pose_gflop'] / branch_s:.0f} GFLOP/s")
     ref = 256 if 256 in sizes else sizes[0]
     extra = f" face_mode_torchconv={ratios[(ref, TORCH_CONV)]:.3f}" if (ref, TORCH_CONV) in ratios else ""
     print(f"ratios: face_mode={ratios[(ref, 'face_mode')]:.3f} controlnet={ratios[(ref, 'controlnet')]:.3f} "
