@@ -57,6 +57,9 @@ class InProcessRunner:
         self.server.printer = ProgressPrinter(titles)
         self.server.errors = []
         comfy.utils.set_progress_bar_global_hook(lambda value, total, *a, **k: self.server.printer.step(value, total))
+        # the printer draws the step bar; ComfyUI's own tqdm bar would overwrite it on the same line
+        tqdm_was = comfy.utils.PROGRESS_BAR_ENABLED
+        comfy.utils.set_progress_bar_enabled(False)
         try:
             written = self._execute(wf, outputs, titles)
             if not written and any(n["class_type"] == "SaveImage" for n in wf.values()):
@@ -65,6 +68,7 @@ class InProcessRunner:
                 self.executor.reset()
                 written = self._execute(wf, outputs, titles)
         finally:
+            comfy.utils.set_progress_bar_enabled(tqdm_was)
             written = _move_new_files(self.staging, Path(out_dir))
         self.server.printer.finished(f"{len(written)} file(s)")
         return written

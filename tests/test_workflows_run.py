@@ -74,6 +74,9 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, demo_
                           capture_output=True, text=True, env=env, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RANDOM WEIGHTS" in proc.stderr and "RANDOM WEIGHTS" in proc.stdout
+    # one step bar, the runner's: ComfyUI's tqdm bar would overwrite it on the same terminal line
+    assert any(ln.strip().startswith("step") and "ETA" in ln for ln in proc.stderr.replace("\r", "\n").splitlines())
+    assert "s/it]" not in proc.stderr and "it/s]" not in proc.stderr, proc.stderr[-2000:]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["demo_random_weights"] is True
     assert not list(tmpdir.iterdir())  # no copies of the user's photos, no ComfyUI work folder left behind
