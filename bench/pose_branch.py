@@ -1,14 +1,14 @@
 """The pose branch on one row: the core's CPU convolution choice vs torch's default for every layer.
 
-Full-size SD1.5-shaped branch (``--smoke``: the tiny test geometry) with random weights (speed does not depend on the values), float32
-on the CPU, one latent row as face mode runs it (the hint encoded once). "core" is the branch as
-it runs (``dense_face_core.cpu_conv``: im2col + GEMM where a layer's output has no more pixels
-than channels, ``F.conv2d`` elsewhere), "default" the same branch with ``F.conv2d`` everywhere
-(oneDNN where torch picks it). Both run alternately in this one process, so drift hits them
-alike; each figure is a median. The error
-columns compare each path's 13 residuals with a float64 copy of the branch (largest absolute
-difference over the largest value). The per-layer table times each distinct convolution of the
-branch at the first size, both ways.
+Full-size SD1.5-shaped branch (``--smoke``: the tiny test geometry) with random weights (speed does
+not depend on the values), float32 on the CPU, one latent row as face mode runs it (the hint
+encoded once). "core" is the branch as it runs (``dense_face_core.cpu_conv``: im2col + GEMM where a
+layer's output has no more pixels than channels, ``F.conv2d`` elsewhere), "default" the same branch
+with ``F.conv2d`` everywhere (oneDNN where torch picks it). Both run alternately in this one
+process, so drift hits them alike; each figure is a median. The error columns compare each path's
+13 residuals with a float64 copy of the branch (largest absolute difference over the largest
+value). The per-layer table times each distinct convolution of the branch at the first size, both
+ways.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-
 
 
 def _branch(seed: int, smoke: bool):
@@ -41,8 +40,8 @@ def _paths(branch):
     return {"core": core, "default": default}
 
 
-def _alternate(calls: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each call, alternating which goes first; one untimed warm-up each."""
+def _median_seconds(calls: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each call, alternating which goes first; one untimed warm-up each."""
     for call in calls.values():
         call()
     times: dict[str, list[float]] = {k: [] for k in calls}
@@ -51,7 +50,7 @@ def _alternate(calls: dict, repeats: int) -> dict[str, list[float]]:
             t0 = time.perf_counter()
             calls[k]()
             times[k].append(time.perf_counter() - t0)
-    return times
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _rel_err(outs, ref) -> float:
@@ -69,8 +68,7 @@ def whole_branch(branch, branch64, size: int, repeats: int) -> dict:
         ref = branch64(x.double(), hint.double(), t, guided_hint=guided.double())
         run = lambda: branch(x, hint, t, guided_hint=guided)  # noqa: E731
         errors = {k: _rel_err(p(run), ref) for k, p in paths.items()}
-        times = _alternate({k: (lambda p=p: p(run)) for k, p in paths.items()}, repeats)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        med = _median_seconds({k: (lambda p=p: p(run)) for k, p in paths.items()}, repeats)
     return {"size": size, "seconds": med, "rel_err_vs_fp64": errors, "ratio": med["core"] / med["default"]}
 
 
@@ -100,8 +98,7 @@ def per_layer(branch, size: int, repeats: int) -> list[dict]:
             calls = {"core": lambda m=module, i=inp: m(i),
                      "default": lambda m=module, i=inp: torch.nn.functional.conv2d(i, m.weight, m.bias, m.stride,
                                                                                     m.padding)}
-            times = _alternate(calls, repeats)
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = _median_seconds(calls, repeats)
             rows.append({"input": shape, "weight": weight, "stride": stride[0], "count": count,
                          "path": "im2col" if uses_im2col(module, inp) else "F.conv2d",
                          "ms": {k: 1000 * v for k, v in med.items()}})
@@ -122,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     branch = _branch(0, args.smoke)
     branch64 = _branch(0, args.smoke).double()
-    print(f"pose branch{' (tiny smoke geometry)' if args.smoke else ''}, float32 on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"one row; core = the branch's own choice per layer, default = F.conv2d everywhere")
+    geometry = " (tiny smoke geometry)" if args.smoke else ""
+    print(f"pose branch{geometry}, float32 on the CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          "one row; core = the branch's own choice per layer, default = F.conv2d everywhere")
     results = [whole_branch(branch, branch64, s, args.repeats) for s in sizes]
     print(f"{'size':>9} {'core s':>9} {'default s':>10} {'ratio':>6}   rel. error vs float64 (core / default)")
     for r in results:

@@ -159,17 +159,18 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
+TORCH_CONV = "face_mode_torchconv"  # face_mode's own objects, run with the branch on F.conv2d
+
+
 def _configs(host) -> dict:
     """(model, positive, negative) of plain SD1.5, face mode, face mode without the row dedup, face mode on
     torch's default convolutions (CPU only), stock ControlNet."""
     print("building full-size SD1.5-shaped models with random weights ...", file=sys.stderr)
     configs = build_configs(host)
     if next(pose_control_module(configs["face_mode"][1]).branch.parameters()).device.type == "cpu":
-        configs = {**dict(list(configs.items())[:3]), TORCH_CONV: configs["face_mode"], "controlnet": configs["controlnet"]}
-    return configs
-
-
-TORCH_CONV = "face_mode_torchconv"  # face_mode's own objects, run with the branch on F.conv2d
+        configs[TORCH_CONV] = configs["face_mode"]
+    order = ("plain", "face_mode", "face_mode_naive", TORCH_CONV, "controlnet")  # the table's columns
+    return {name: configs[name] for name in order if name in configs}
 
 
 def _run_context(name, positive):

@@ -83,7 +83,8 @@ def test_bench_pose_branch_runs_and_reports_both_paths():
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "bench", "pose-branch", "--sizes", "64",
-                           "--repeats", "1", "--layer-repeats", "1", "--smoke"], capture_output=True, text=True, timeout=300)
+                           "--repeats", "1", "--layer-repeats", "1", "--smoke"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("ratios: core_vs_default_64=") and len(lines[-1].split()) == 2
