@@ -69,6 +69,23 @@ def test_help_lists_commands():
         assert cmd in out
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_closed_stdout_pipe_stops_quietly(unbuffered):
+    """`dense-face ... | head -1`: the command stops when the reader goes away, with no traceback, whether its
+    output goes out line by line (the reader leaves after the first) or at the end (the reader has left)."""
+    import os
+
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "dense_face.cli"]
+    env = dict(os.environ, PYTHONUNBUFFERED=unbuffered)
+    proc = subprocess.Popen(cmd + ["bench", "pose-branch", "--smoke", "--sizes", "64", "--repeats", "1",
+                                   "--layer-repeats", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline() if unbuffered else b"pose branch"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and first.startswith(b"pose branch"), err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 @pytest.mark.slow
 def test_bench_face_stack(landmarker_path):
     out = run("bench", "face-stack", "--count", "6", "--landmarker", landmarker_path).stdout
