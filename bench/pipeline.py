@@ -89,8 +89,9 @@ class TwoModeRun:
         self.model, self.clip, self.vae = models
         export_random_arcface(self.host.workdir / "insightface" / "models" / self.PACK / "arcface.onnx")
         self.host.add_model_dir("insightface", self.host.workdir / "insightface")
+        kwargs = {"dtype": torch.float16, **(weights_kwargs or {})}  # float16 by default, as users' files are
         self.dense_face = DenseFaceModel(build_random_weights(family, id_embedding_model=f"insightface/{self.PACK}",
-                                                                  **(weights_kwargs or {})))
+                                                              **kwargs))
         self.scene = rm.encode(self.clip, "a detailed, realistic photo of a person wearing a hat on a beach")
         self.negative = rm.encode(self.clip, "cartoon, blurry")
         self.face_negative = rm.encode(self.clip, "")

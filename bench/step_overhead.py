@@ -58,7 +58,8 @@ def _naive_face_mode(host, face_inputs, dense_face):
     model, clip, face_id, pose, pos, neg = face_inputs
     m, p, n = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, neg,
                                                          pose_strength=0.0)
-    naive = comfy.controlnet.ControlNet(Naive(dense_face.pose_branch()))
+    branch = dense_face.pose_branch(patches.control_dtype(dense_face.pose_weight_dtype))  # as face mode's
+    naive = comfy.controlnet.ControlNet(Naive(branch))
     p, n = patches.attach_pose(p, n, naive, pose, 1.0, 0.0, 1.0)
     return m, p, n
 
@@ -196,7 +197,8 @@ def build_configs(host, family="sd15", unet_config: dict | None = None, clip_con
 
     model = rm.build_unet(unet_config, seed=0) if model is None else model
     clip = rm.build_clip(seed=0, textmodel_json_config=clip_config) if clip is None else clip
-    dense_face = DenseFaceModel(build_random_weights(family, with_dense_head=False))
+    # float16, as in the files users load (the authors' release, every export)
+    dense_face = DenseFaceModel(build_random_weights(family, with_dense_head=False, dtype=torch.float16))
     face_id = FaceID(torch.randn(512, generator=torch.Generator().manual_seed(0)).numpy(), dense_face.id_model)
     (pose,) = host.node("DenseFacePoseEuler").draw(15.0, -5.0, 0.0)
     pos, neg = rm.encode(clip, "a close-up photo of a person"), rm.encode(clip, "")

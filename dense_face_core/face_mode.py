@@ -19,7 +19,7 @@ from .dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH, DenseHead
 from .errors import WeightFileError
 from .families import BaseFamily, attention_layers, get_family, known_families
 from .identity import IdentityProjector
-from .pc_adapter import fold_deltas, identity_bias_layers, layer_weights, query_bias
+from .pc_adapter import folded_parts, identity_bias_layers, layer_weights, query_bias
 from .pose_branch import PoseBranch
 from .weight_file import DenseFaceWeights
 
@@ -72,13 +72,25 @@ class DenseFaceModel:
     def id_model(self) -> str:
         return self.weights.metadata.id_embedding_model
 
-    def pose_branch(self) -> PoseBranch:
-        if "pose" not in self._modules:
+    @property
+    def pose_weight_dtype(self) -> torch.dtype:
+        """The pose branch's dtype in the file (float16 for the authors' release and for exports)."""
+        return next(iter(self.weights.pose_branch.values())).dtype
+
+    def pose_branch(self, dtype: torch.dtype | None = None) -> PoseBranch:
+        """The pose branch, built once; ``dtype`` is the one to compute in (default: the file's, which it
+        then shares the file's tensors in). A runtime asks for what its device computes fast: a CPU has
+        no fast float16 convolutions, so a float16 file runs there in float32."""
+        net = self._modules.get("pose")
+        if net is None or (dtype is not None and net.dtype != dtype):
+            tensors = self.weights.pose_branch
+            if dtype is not None:
+                tensors = {k: v.to(dtype) for k, v in tensors.items()}
             with torch.device("meta"):
                 net = PoseBranch.for_family(self.family)
-            net.load_state_dict(self.weights.pose_branch, assign=True, strict=True)
-            self._modules["pose"] = net.eval().requires_grad_(False)
-        return self._modules["pose"]
+            net.load_state_dict(tensors, assign=True, strict=True)
+            self._modules["pose"] = net = net.eval().requires_grad_(False)
+        return net
 
     def id_projector(self) -> IdentityProjector:
         if "id" not in self._modules:
@@ -103,19 +115,22 @@ class DenseFaceModel:
             self._modules["head"] = net.eval().requires_grad_(False)
         return self._modules["head"]
 
-    def folded_weight_deltas(self) -> dict[str, Tensor]:
-        """``{"<ldm attention path>.to_q|to_k|to_v.weight": delta * per_*}`` (unscaled by strength)."""
-        deltas = fold_deltas(self.weights.pc_adapter, self.family, self.delta, id_feature_given=True)
-        return {f"{path}.{proj}.weight": t for (path, proj), t in deltas.items()}
+    def folded_weight_parts(self) -> dict[str, Tensor]:
+        """``{"<ldm attention path>.to_q|to_k|to_v.weight": per_*}``, the file's own tensors: the weight delta
+        of each key is ``self.delta * tensor``. The runtime multiplies (ComfyUI in float32 whatever the file's
+        dtype), so a float16 file gives what a float32 file of the same values gives, with no scaled copies."""
+        parts = folded_parts(self.weights.pc_adapter, self.family, id_feature_given=True)
+        return {f"{path}.{proj}.weight": t for (path, proj), t in parts.items()}
 
     def query_biases(self, embedding: np.ndarray | Tensor) -> dict[tuple[str, int, int], Tensor]:
-        """Identity query bias (1, C) per input/output cross-attention, keyed by ComfyUI block key."""
+        """Identity query bias (1, C) per input/output cross-attention, keyed by ComfyUI block key; float32
+        whatever the file's dtype (the runtime casts it to the model's)."""
         f = torch.as_tensor(np.asarray(embedding, np.float32)).reshape(1, -1)
         out = {}
         for layer in identity_bias_layers(self.family):
             w = layer_weights(self.weights.pc_adapter, layer.ldm_path)
             key = (layer.block_name, layer.block_number, layer.transformer_index)
-            out[key] = query_bias(f, w.feat_to_q, w.per_q, self.delta)
+            out[key] = query_bias(f, w.feat_to_q.float(), w.per_q.float(), self.delta)
         return out
 
     def identity_offset(self, embedding: np.ndarray | Tensor) -> Tensor:

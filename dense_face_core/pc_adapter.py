@@ -190,6 +190,25 @@ class PCAdapterLayer(nn.Module):
 
 
 # ---------------------------------------------------------------- fold for ComfyUI
+def folded_parts(
+    tensors: Mapping[str, Tensor],
+    family: str | BaseFamily,
+    *,
+    id_feature_given: bool = True,
+) -> dict[tuple[str, str], Tensor]:
+    """The adapter tensors whose ``delta`` multiples are exact weight deltas, ``{(ldm attention path,
+    "to_q"|"to_k"|"to_v"): per_*}``, unscaled: a runtime may multiply by ``delta`` in its own precision
+    instead of holding scaled copies (see :func:`fold_deltas` for which queries fold)."""
+    out: dict[tuple[str, str], Tensor] = {}
+    for layer in attention_layers(family):
+        w = layer_weights(tensors, layer.ldm_path)
+        out[(layer.ldm_path, "to_k")] = w.per_k
+        out[(layer.ldm_path, "to_v")] = w.per_v
+        if not (id_feature_given and takes_identity_bias(layer)):
+            out[(layer.ldm_path, "to_q")] = w.per_q
+    return out
+
+
 def fold_deltas(
     tensors: Mapping[str, Tensor],
     family: str | BaseFamily,
@@ -203,14 +222,8 @@ def fold_deltas(
     :func:`query_bias` at runtime). Without one the authors' formula uses ``o = x`` there,
     which is linear again, so ``id_feature_given=False`` folds those queries too.
     """
-    out: dict[tuple[str, str], Tensor] = {}
-    for layer in attention_layers(family):
-        w = layer_weights(tensors, layer.ldm_path)
-        out[(layer.ldm_path, "to_k")] = delta * w.per_k
-        out[(layer.ldm_path, "to_v")] = delta * w.per_v
-        if not (id_feature_given and takes_identity_bias(layer)):
-            out[(layer.ldm_path, "to_q")] = delta * w.per_q
-    return out
+    parts = folded_parts(tensors, family, id_feature_given=id_feature_given)
+    return {key: delta * t for key, t in parts.items()}
 
 
 def query_bias(

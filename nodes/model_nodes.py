@@ -149,8 +149,8 @@ def _face_mode_model(model, dense_face, embeddings, strength, start_percent, end
     patched = model.clone()
     if strength == 0.0:
         return patched
-    deltas = {f"diffusion_model.{k}": (v,) for k, v in dense_face.folded_weight_deltas().items()}
-    added = patched.add_patches(deltas, strength)
+    deltas = {f"diffusion_model.{k}": (v,) for k, v in dense_face.folded_weight_parts().items()}
+    added = patched.add_patches(deltas, strength * dense_face.delta)  # ComfyUI multiplies in float32
     if len(added) != len(deltas):
         missing = sorted(set(deltas) - set(added))[:3]
         raise WeightFileError(f"the MODEL lacks {len(deltas) - len(added)} attention weights the adapter "

@@ -299,6 +299,47 @@ def test_pose_dedup_is_exact(comfy, env):
         assert float((a - c).abs().max()) <= 1e-5  # batch-2 evaluation agrees to float rounding
 
 
+def test_float16_file_computes_its_pose_branch_in_comfyuis_controlnet_dtype(comfy, env):
+    """The authors' release and every export store float16. ComfyUI runs a float16 ControlNet file in float32
+    on a CPU (no fast float16 convolutions there: a full-size pose branch took ~26 s a step in float16); ours
+    must too. Same pictures as a float32 file holding the same float16-rounded values; the loaded file's
+    tensors stay float16."""
+    core = env["core"]
+    half = {k: v.half() for k, v in env["dense_face"].weights.tensors().items()}
+    paths = {}
+    for name, tensors in (("half", half), ("rounded", {k: v.float() for k, v in half.items()})):
+        paths[name] = comfy.models_dir / "dense_face" / f"tiny_{name}.safetensors"
+        core.weight_file.save_weight_file(paths[name], tensors, env["dense_face"].weights.metadata)
+    outs = {}
+    for name, path in paths.items():
+        (dense_face,) = comfy.node("DenseFaceLoader").load(path.name, model=env["model"])
+        m, p, n = comfy.node("DenseFaceApplyPCAdapter").apply(
+            env["model"], env["clip"], dense_face, env["face_id"], env["pose"], env["neg"], positive=env["pos"],
+            prompt="a close-up photo of * .", adapter_strength=1.0, identity_strength=1.0, pose_strength=1.0,
+            start_percent=0.0, end_percent=1.0)
+        assert p[0][1]["control"].control_model.dtype == torch.float32  # ComfyUI's choice on a CPU
+        outs[name] = sample(comfy, m, p, n)
+        if name == "half":
+            assert all(v.dtype == torch.float16 for v in dense_face.weights.pose_branch.values())
+    assert torch.equal(outs["half"], outs["rounded"])
+
+
+def test_control_dtype_follows_comfyuis_choice(comfy, monkeypatch):
+    """The pose branch computes in what ComfyUI picks for a ControlNet file of its dtype on its device (a GPU's
+    float16, a manual-cast bfloat16), also through another pack's wrapper with the oldest signature."""
+    from importlib import import_module
+
+    from comfy import model_management as mm
+
+    control_dtype = import_module("dense_face.nodes.comfy_side.pose_control").control_dtype
+    assert control_dtype(torch.float16) == torch.float32  # this CPU
+    monkeypatch.setattr(mm, "unet_dtype", lambda device=None, model_params=0: torch.float16)
+    monkeypatch.setattr(mm, "unet_manual_cast", lambda dtype, device, *a, **k: None)
+    assert control_dtype(torch.float16) == torch.float16
+    monkeypatch.setattr(mm, "unet_manual_cast", lambda dtype, device, *a, **k: torch.bfloat16)
+    assert control_dtype(torch.float32) == torch.bfloat16
+
+
 def test_wrong_family_and_bad_files(comfy, env, tmp_path):
     core = env["core"]
     sd15 = core.random_weights.build_random_weights("sd15", with_dense_head=False)

@@ -190,7 +190,7 @@ def test_shipped_workflows_run_on_the_installed_release(release, shared_dir, lan
         assert by_feature.returncode == 0, by_feature.stderr[-3000:]
         assert "reference embedding:" in (tmp_path / "feat" / "run_summary.json").read_text()
         # the shipped pose grid with its default model names, two poses instead of five (full-size models on a
-        # CPU: each pose costs CI about half a minute)
+        # CPU: every pose adds sampling time to CI)
         grid = json.loads((REPO / "workflows" / "dense_face_pose_control_api.json").read_text())
         next(n for n in grid.values() if n["class_type"] == "DenseFacePoseGrid")["inputs"]["yaw_steps"] = 2
         (tmp_path / "pose_control_api.json").write_text(json.dumps(grid))

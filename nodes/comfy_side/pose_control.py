@@ -81,6 +81,24 @@ class PoseControlModel(torch.nn.Module):
         return {"middle": outs[-1:], "output": outs[:-1]}
 
 
+# The dtypes ComfyUI runs SD1.x/SD2.x models in (supported_models_base.BASE), in its order of preference.
+_SD_INFERENCE_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def control_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype ComfyUI's own ControlNet loader would compute weights of ``weight_dtype`` in on its device:
+    float32 on a CPU, float16 on most GPUs, or what the user forced (--fp32-unet, --bf16-unet, ...)."""
+    mm = comfy.model_management
+    try:
+        dtype = mm.unet_dtype(model_params=-1, supported_dtypes=_SD_INFERENCE_DTYPES, weight_dtype=weight_dtype)
+    except TypeError:  # ComfyUI 2024 (the call its load_controlnet makes), or another pack's older wrapper
+        try:
+            dtype = mm.unet_dtype(supported_dtypes=_SD_INFERENCE_DTYPES)
+        except TypeError:
+            dtype = mm.unet_dtype()
+    return mm.unet_manual_cast(dtype, mm.get_torch_device()) or dtype
+
+
 def pose_controlnet(branch: torch.nn.Module):
     """A ComfyUI CONTROL_NET for the pose branch."""
     return comfy.controlnet.ControlNet(PoseControlModel(branch),
@@ -91,10 +109,13 @@ _controlnets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def controlnet_for(dense_face):
-    """The one CONTROL_NET of a loaded DenseFaceModel (made on first use, dropped with it)."""
+    """The one CONTROL_NET of a loaded DenseFaceModel (made on first use, dropped with it), in the dtype
+    ComfyUI would give a ControlNet file like it: a float16 file (the authors' release, every export)
+    runs in float32 on a CPU, where float16 convolutions have no fast kernels."""
     control = _controlnets.get(dense_face)
     if control is None:
-        control = _controlnets[dense_face] = pose_controlnet(dense_face.pose_branch())
+        branch = dense_face.pose_branch(control_dtype(dense_face.pose_weight_dtype))
+        control = _controlnets[dense_face] = pose_controlnet(branch)
     return control
 
 
