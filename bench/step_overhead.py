@@ -58,8 +58,7 @@ def _naive_face_mode(host, face_inputs, dense_face):
     model, clip, face_id, pose, pos, neg = face_inputs
     m, p, n = host.node("DenseFaceApplyPCAdapter").apply(model, clip, dense_face, face_id, pose, neg,
                                                          pose_strength=0.0)
-    branch = dense_face.pose_branch(patches.control_dtype(dense_face.pose_weight_dtype))  # as face mode's
-    naive = comfy.controlnet.ControlNet(Naive(branch))
+    naive = comfy.controlnet.ControlNet(Naive(patches.pose_branch_for(dense_face)))
     p, n = patches.attach_pose(p, n, naive, pose, 1.0, 0.0, 1.0)
     return m, p, n
 

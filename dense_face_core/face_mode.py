@@ -78,9 +78,9 @@ class DenseFaceModel:
         return next(iter(self.weights.pose_branch.values())).dtype
 
     def pose_branch(self, dtype: torch.dtype | None = None) -> PoseBranch:
-        """The pose branch, built once; ``dtype`` is the one to compute in (default: the file's, which it
-        then shares the file's tensors in). A runtime asks for what its device computes fast: a CPU has
-        no fast float16 convolutions, so a float16 file runs there in float32."""
+        """The pose branch, built once; ``dtype`` is the one to compute in (None: the one already built, else
+        the file's, sharing the file's tensors). A runtime asks for what its device computes fast: a CPU
+        has no fast float16 convolutions, so a float16 file runs there in float32."""
         net = self._modules.get("pose")
         if net is None or (dtype is not None and net.dtype != dtype):
             tensors = self.weights.pose_branch

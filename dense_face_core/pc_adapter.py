@@ -197,8 +197,13 @@ def folded_parts(
     id_feature_given: bool = True,
 ) -> dict[tuple[str, str], Tensor]:
     """The adapter tensors whose ``delta`` multiples are exact weight deltas, ``{(ldm attention path,
-    "to_q"|"to_k"|"to_v"): per_*}``, unscaled: a runtime may multiply by ``delta`` in its own precision
-    instead of holding scaled copies (see :func:`fold_deltas` for which queries fold)."""
+    "to_q"|"to_k"|"to_v"): per_*}``, unscaled: a runtime multiplies by ``delta`` in its own precision
+    instead of holding scaled copies.
+
+    With an identity feature, input/output cross-attention queries are NOT folded (they get
+    :func:`query_bias` at runtime). Without one the authors' formula uses ``o = x`` there,
+    which is linear again, so ``id_feature_given=False`` folds those queries too.
+    """
     out: dict[tuple[str, str], Tensor] = {}
     for layer in attention_layers(family):
         w = layer_weights(tensors, layer.ldm_path)
@@ -207,23 +212,6 @@ def folded_parts(
         if not (id_feature_given and takes_identity_bias(layer)):
             out[(layer.ldm_path, "to_q")] = w.per_q
     return out
-
-
-def fold_deltas(
-    tensors: Mapping[str, Tensor],
-    family: str | BaseFamily,
-    delta: float = DEFAULT_DELTA,
-    *,
-    id_feature_given: bool = True,
-) -> dict[tuple[str, str], Tensor]:
-    """Exact weight deltas ``{(ldm attention path, "to_q"|"to_k"|"to_v"): delta * per_*}``.
-
-    With an identity feature, input/output cross-attention queries are NOT folded (they get
-    :func:`query_bias` at runtime). Without one the authors' formula uses ``o = x`` there,
-    which is linear again, so ``id_feature_given=False`` folds those queries too.
-    """
-    parts = folded_parts(tensors, family, id_feature_given=id_feature_given)
-    return {key: delta * t for key, t in parts.items()}
 
 
 def query_bias(

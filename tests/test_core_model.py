@@ -157,8 +157,8 @@ def test_fold_plus_bias_equals_reference(path, use_f):
         x, base, w, heads, context=ctx, id_feature=f_here, delta=delta
     )
 
-    folds = pca.fold_deltas(adapter, TINY, delta, id_feature_given=use_f)
-    folded = {p: base[p] + folds.get((path, p), 0) for p in ("to_q", "to_k", "to_v")}
+    parts = pca.folded_parts(adapter, TINY, id_feature_given=use_f)
+    folded = {p: base[p] + delta * parts.get((path, p), 0) for p in ("to_q", "to_k", "to_v")}
     c_in = x if ctx is None else ctx
     q = F.linear(x, folded["to_q"])
     if f_here is not None:
@@ -187,11 +187,11 @@ def test_fold_plus_bias_equals_reference(path, use_f):
 
 def test_fold_key_sets_and_bias_layers():
     adapter = _random_adapter(TINY, torch.Generator().manual_seed(1))
-    folds = pca.fold_deltas(adapter, TINY)
+    folds = pca.folded_parts(adapter, TINY)
     assert len(folds) == 32 * 2 + 16 + 1
     assert ("middle_block.1.transformer_blocks.0.attn2", "to_q") in folds
     assert ("input_blocks.1.1.transformer_blocks.0.attn2", "to_q") not in folds
-    assert len(pca.fold_deltas(adapter, TINY, id_feature_given=False)) == 32 * 3
+    assert len(pca.folded_parts(adapter, TINY, id_feature_given=False)) == 32 * 3
     bias_layers = pca.identity_bias_layers("sd15")
     assert len(bias_layers) == 15 and all(
         a.is_cross and a.block_name != "middle" for a in bias_layers

@@ -301,8 +301,7 @@ def test_pose_dedup_is_exact(comfy, env):
 
 def test_float16_file_computes_its_pose_branch_in_comfyuis_controlnet_dtype(comfy, env):
     """The authors' release and every export store float16. ComfyUI runs a float16 ControlNet file in float32
-    on a CPU (no fast float16 convolutions there: a full-size pose branch took ~26 s a step in float16); ours
-    must too. Same pictures as a float32 file holding the same float16-rounded values; the loaded file's
+    on a CPU (no fast float16 convolutions there); ours must too. Same pictures as a float32 file holding the same float16-rounded values; the loaded file's
     tensors stay float16."""
     core = env["core"]
     half = {k: v.half() for k, v in env["dense_face"].weights.tensors().items()}

@@ -108,14 +108,18 @@ def pose_controlnet(branch: torch.nn.Module):
 _controlnets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def pose_branch_for(dense_face) -> torch.nn.Module:
+    """A loaded DenseFaceModel's pose branch in the dtype ComfyUI would give a ControlNet file like it: a
+    float16 file (the authors' release, every export) runs in float32 on a CPU, where float16 convolutions
+    have no fast kernels."""
+    return dense_face.pose_branch(control_dtype(dense_face.pose_weight_dtype))
+
+
 def controlnet_for(dense_face):
-    """The one CONTROL_NET of a loaded DenseFaceModel (made on first use, dropped with it), in the dtype
-    ComfyUI would give a ControlNet file like it: a float16 file (the authors' release, every export)
-    runs in float32 on a CPU, where float16 convolutions have no fast kernels."""
+    """The one CONTROL_NET of a loaded DenseFaceModel (made on first use, dropped with it)."""
     control = _controlnets.get(dense_face)
     if control is None:
-        branch = dense_face.pose_branch(control_dtype(dense_face.pose_weight_dtype))
-        control = _controlnets[dense_face] = pose_controlnet(branch)
+        control = _controlnets[dense_face] = pose_controlnet(pose_branch_for(dense_face))
     return control
 
 
