@@ -97,6 +97,7 @@ BENCHMARKS = {
     "group": "bench.group",
     "device": "bench.device",
     "pose-branch": "bench.pose_branch",
+    "safetensors-write": "bench.safetensors_write",
 }
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .dense_head import DEFAULT_OUTPUT_SIZE, DEFAULT_WIDTH, DenseHead
 from .errors import DenseFaceInputError, MissingModelError, WeightFileError
-from .io_utils import atomic_path
 from .families import PRODUCT_FAMILIES, BaseFamily, get_family, register_family
 from .identity import (
     ID_DELTA,
@@ -32,9 +31,11 @@ from .identity import (
     PLACEHOLDER_TOKEN,
     IdentityProjector,
 )
+from .io_utils import atomic_path
 from .pc_adapter import DEFAULT_DELTA, adapter_shapes
 from .pose import POSE_IMAGE_SPEC
 from .pose_branch import PoseBranch
+from .safetensors_writer import write_safetensors
 
 FORMAT_NAME = "dense-face"
 FORMAT_VERSION = 1
@@ -489,17 +490,8 @@ def save_safetensors_atomic(
     a half-written file under the real name."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    seen: set[int] = set()
-    out: dict[str, Tensor] = {}
-    for k, v in tensors.items():
-        t = v.detach().to("cpu").contiguous()
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen and t.numel():
-            t = t.clone()  # safetensors refuses tensors that share memory
-        seen.add(t.untyped_storage().data_ptr())
-        out[k] = t
     with atomic_path(p, ".tmp") as tmp:
-        save_file(out, str(tmp), metadata={str(k): str(v) for k, v in metadata.items()})
+        write_safetensors(tmp, tensors, metadata)
 
 
 def save_weight_file(

@@ -7,7 +7,8 @@ file carries a ``dense_face_demo`` note.
 
 - ``checkpoints/``  a full-size SD1.5-shaped checkpoint (UNet, CLIP-L, VAE; fp16), in the
   original layout, so ComfyUI's own CheckpointLoaderSimple detects and loads it;
-- ``dense_face/``   Dense-Face weights for SD1.5 whose identity network is the demo one;
+- ``dense_face/``   Dense-Face weights for SD1.5 whose identity network is the demo one (float16, as
+  the authors' release and ``dense-face export`` store them);
 - ``insightface/models/<DEMO_ID_PACK>/`` an ArcFace-shaped ONNX (112x112 -> 512).
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _build_missing(paths: dict[str, Path], seed: int, log) -> None:
     if not paths["insightface"].is_file():
         export_random_arcface(paths["insightface"], seed)
     if not paths["dense_face"].is_file():
-        w = build_random_weights("sd15", seed=seed, id_embedding_model=DEMO_ID_MODEL)
+        w = build_random_weights("sd15", seed=seed, id_embedding_model=DEMO_ID_MODEL, dtype=torch.float16)
         meta = w.metadata.to_dict()
         meta["source"] = DEMO_NOTE
         save_weight_file(paths["dense_face"], w.tensors(), meta)

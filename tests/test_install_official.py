@@ -8,6 +8,7 @@ Dense-Face parts. The workflows then run with their default model names, unchang
 """
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from chunked_save import torch_save
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,11 +33,10 @@ def _cli(*args, env=None, timeout=1500):
 
 
 def _authors_folder(folder: Path, demo_checkpoint: Path, *, with_id_network=True, with_base=True, family="sd15"):
-    from safetensors.torch import load_file
-
     from dense_face.dense_face_core.ir_se50 import IRSE50
     from dense_face.dense_face_core.official_checkpoint import to_official_state_dict
     from dense_face.dense_face_core.random_weights import build_random_weights
+    from safetensors.torch import load_file
 
     folder.mkdir(parents=True)
     weights = build_random_weights(family, seed=2, with_dense_head=False, id_embedding_model="ir_se50",
@@ -48,9 +49,9 @@ def _authors_folder(folder: Path, demo_checkpoint: Path, *, with_id_network=True
         base = load_file(str(demo_checkpoint))
         base = {k: (0.5 * v if k.startswith("model.diffusion_model.") else v) for k, v in base.items()}
     sd = to_official_state_dict(weights, id_net, base)
-    torch.save({"state_dict": sd, "epoch": 9, "global_step": 1000, "pytorch-lightning_version": "1.5.0"},
+    torch_save({"state_dict": sd, "epoch": 9, "global_step": 1000, "pytorch-lightning_version": "1.5.0"},
                folder / EPOCH)
-    torch.save({"state_dict": to_official_state_dict(weights)}, folder / INIT)
+    torch_save({"state_dict": to_official_state_dict(weights)}, folder / INIT)
     if demo_checkpoint is not None:
         os.link(demo_checkpoint, folder / TEXT)
     return weights, id_net
@@ -65,9 +66,8 @@ def release(demo_cache, tmp_path_factory):
 
 
 def test_install_is_complete_idempotent_and_never_overwrites(release, tmp_path):
-    from safetensors import safe_open
-
     from dense_face.dense_face_core.weight_file import load_weight_file
+    from safetensors import safe_open
 
     folder, weights, _id_net = release
     models = tmp_path / "models"
@@ -80,7 +80,7 @@ def test_install_is_complete_idempotent_and_never_overwrites(release, tmp_path):
     for name in installed:
         assert name.split("/")[1] in proc.stdout
     assert "dense_face_personalize.json" in proc.stdout and f"--init-from-official {folder / INIT}" in proc.stdout
-    assert (models / "checkpoints" / TEXT).read_bytes() == (folder / TEXT).read_bytes()
+    assert filecmp.cmp(models / "checkpoints" / TEXT, folder / TEXT, shallow=False)
     w = load_weight_file(models / "dense_face" / "DenseFace_face_generation.safetensors", expected_family="sd15")
     assert w.metadata.id_embedding_model == "ir_se50" and not w.has_dense_head
     assert all(torch.equal(w.pose_branch[k].float(), v.float()) for k, v in weights.pose_branch.items())
@@ -155,7 +155,6 @@ def test_shipped_workflows_run_on_the_installed_release(release, shared_dir, lan
     workflow stops with one clear line (the authors' weights have no dense head); personalisation
     validates against the server's /object_info."""
     from comfy_harness import ComfyServer
-
     from dense_face.headless.workflow_format import check_workflow
 
     folder, _w, _i = release

@@ -9,6 +9,7 @@ from pathlib import Path
 import official_layout
 import pytest
 import torch
+from chunked_save import torch_save
 from dense_face.dense_face_core import random_weights as RW
 from dense_face.dense_face_core import weight_file as wf
 from dense_face.dense_face_core.errors import WeightFileError
@@ -267,11 +268,13 @@ def test_unknown_format_version_and_family(tiny, tmp_path):
 def test_save_is_atomic(tiny, tiny_file, monkeypatch):
     before = tiny_file.read_bytes()
 
-    def crash(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half a file")
+    from dense_face.dense_face_core import safetensors_writer
+
+    def crash(fh, tensor):  # the header and part of the data are on disk when the power goes
+        fh.write(b"half a tensor")
         raise KeyboardInterrupt("power cut")
 
-    monkeypatch.setattr(wf, "save_file", crash)
+    monkeypatch.setattr(safetensors_writer, "_write_tensor", crash)
     with pytest.raises(KeyboardInterrupt):
         wf.save_weight_file(tiny_file, tiny.tensors(), tiny.metadata)
     assert tiny_file.read_bytes() == before
@@ -349,7 +352,7 @@ def authors_sd():
 
 def test_convert_authors_checkpoint_bit_exact(authors_sd, tmp_path):
     ckpt = tmp_path / "denseface.ckpt"
-    torch.save({"state_dict": authors_sd, "epoch": 3, "global_step": 1000}, ckpt)
+    torch_save({"state_dict": authors_sd, "epoch": 3, "global_step": 1000}, ckpt)
     out = tmp_path / "dense_face_sd15.safetensors"
     summary = convert_official_checkpoint(ckpt, out)
     id_path = id_network_path(out)
@@ -464,7 +467,7 @@ def test_convert_official_command_line(authors_sd, tmp_path):
     import sys
 
     ckpt = tmp_path / "authors.ckpt"
-    torch.save({"state_dict": authors_sd}, ckpt)
+    torch_save({"state_dict": authors_sd}, ckpt)
     out = tmp_path / "dense_face" / "converted.safetensors"
     proc = subprocess.run([sys.executable, "-m", "dense_face.cli", "convert-official", str(ckpt), str(out)],
                           capture_output=True, text=True, timeout=300)
