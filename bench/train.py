@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,9 @@ from pathlib import Path
 
 import torch
 import yaml
+
+from ..train.launch import launch_command
+from ..train.run_models import samples_per_step
 
 SIZES = {
     "tiny": {"family": {"name": "tiny", "context_dim": 32, "model_channels": 32, "channel_mult": [1, 2, 2, 2],
@@ -50,7 +51,6 @@ SIZES = {
              "vae": {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2},
              "head_width": 128, "what": "full-size SD1.5 (UNet 320, CLIP-L, SD VAE; head width 128)"},
 }
-TRAINER_MODULE = "dense_face.train.trainer"
 
 
 def bench_config(size: str, image_size: int, batch: int, output_dir: str) -> dict:
@@ -145,12 +145,6 @@ def time_dense_overhead(cfg: dict, repeats: int, warmup: int) -> tuple[float, fl
     return statistics.median(stats[True]["times"]), statistics.median(stats[False]["times"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def samples_per_second(cfg: dict, processes: int, steps: int, warmup: int, workdir: Path) -> float:
     """Run the trainer under accelerate launch and read samples/s after ``warmup`` steps from its log."""
     out = workdir / f"procs{processes}"
@@ -159,18 +153,16 @@ def samples_per_second(cfg: dict, processes: int, steps: int, warmup: int, workd
     run_cfg["train"]["max_steps"] = steps
     path = workdir / f"procs{processes}.yaml"
     path.write_text(yaml.safe_dump(run_cfg))
-    cpu = not torch.cuda.is_available()
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines",
-           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    cmd += (["--cpu"] if cpu else []) + (["--multi_gpu"] if not cpu and processes > 1 else [])
-    cmd += ["-m", TRAINER_MODULE, "--config", str(path)]
-    env = dict(os.environ, HF_HOME=str(workdir / "hf_home"))
-    if cpu:
-        env["OMP_NUM_THREADS"] = "1"
+    cmd, env = launch_command(processes, cpu=not torch.cuda.is_available())
+    cmd += ["--config", str(path)]
+    env["HF_HOME"] = str(workdir / "hf_home")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"trainer with {processes} process(es) failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     recs = [json.loads(x) for x in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    per_step = recs[0]["samples"] / (recs[0]["step"] * samples_per_step(run_cfg["train"]))
+    if per_step != processes:  # a launcher that quietly started fewer processes would measure nothing
+        raise RuntimeError(f"asked for {processes} trainer process(es), the log shows {per_step:g}")
     a, b = recs[warmup - 1], recs[-1]
     return (b["samples"] - a["samples"]) / (b["elapsed_s"] - a["elapsed_s"])
 
@@ -196,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         with_dense, without = time_dense_overhead(cfg, args.repeats, args.warmup)
         overhead = with_dense / without
         print(f"training step (fp32, CPU, one process, median of {args.repeats}): with dense losses {with_dense:.3f} s, "
-              f"without {without:.3f} s -> +{100 * (overhead - 1):.1f} %")
+              f"without {without:.3f} s -> {100 * (overhead - 1):+.1f} %")
         scaling = float("nan")
         if not args.skip_scaling:
             one = samples_per_second(cfg, 1, args.scaling_steps, args.warmup + 1, Path(tmp))

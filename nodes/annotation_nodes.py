@@ -30,17 +30,20 @@ class DenseFaceAnnotationPredict:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The patched model from Dense-Face Apply PC-Adapter."}),
+                "model": ("MODEL", {"lazy": True, "tooltip": "The patched model from Dense-Face Apply PC-Adapter."}),
                 "dense_face": ("DENSE_FACE", {"tooltip": "From Dense-Face Loader (weights with a dense head)."}),
-                "latent": ("LATENT", {"tooltip": "The face latent (e.g. VAE Encode of a crop, or a sampler's output)."}),
-                "positive": ("CONDITIONING", {"tooltip": "The face-generation conditioning (with the pose branch)."}),
+                "latent": ("LATENT", {"lazy": True, "tooltip":
+                                      "The face latent (e.g. VAE Encode of a crop, or a sampler's output)."}),
+                "positive": ("CONDITIONING", {"lazy": True, "tooltip":
+                                              "The face-generation conditioning (with the pose branch)."}),
                 "timestep": ("INT", {"default": 50, "min": 0, "max": 999, "tooltip":
                                      "Diffusion timestep of the forward (the head is trained on all of them; "
                                      "small = a nearly clean latent)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise for the forward."}),
             },
             "optional": {
-                "image": ("IMAGE", {"tooltip": "Draw the landmarks on this image (e.g. the decoded face)."}),
+                "image": ("IMAGE", {"lazy": True, "tooltip":
+                                    "Draw the landmarks on this image (e.g. the decoded face)."}),
                 "without_head": (WITHOUT_HEAD, {"default": "error", "tooltip":
                                  "Weights without a dense head (the authors' release has none): stop with an "
                                  "error, or give blank pictures that say so, so a personalisation graph with "
@@ -56,6 +59,14 @@ class DenseFaceAnnotationPredict:
     FUNCTION = "predict"
     CATEGORY = CATEGORY
     DESCRIPTION = "Predicts dense face annotations from the UNet's decoder features with the Dense-Face head."
+
+    def check_lazy_status(self, dense_face, without_head="error", **inputs):
+        """ComfyUI (with lazy inputs, 2024-08 on) calls this once the loader has run, before the sampler that
+        makes the latent: weights without a head stop the graph here instead of after the sampling."""
+        if without_head == "error":
+            dense_face.dense_head()  # raises, naming the file
+        needed = ("latent",) if not dense_face.weights.has_dense_head else ("model", "latent", "positive", "image")
+        return [name for name in needed if name in inputs and inputs[name] is None]  # connected, not yet evaluated
 
     def predict(self, model, dense_face, latent, positive, timestep, seed, image=None, without_head="error"):
         samples = latent["samples"]

@@ -1,14 +1,11 @@
-"""The trainer end to end: 2 processes (accelerate, gloo, CPU) on tiny SD-shaped models over the
-authors' casia_toy photos; every loss term decreases, a kill -9 mid-run resumes exactly, and
+"""The trainer end to end: 2 processes (accelerate launch through torchrun, gloo, CPU) on tiny SD-shaped
+models over the authors' casia_toy photos at 128 px; every loss term decreases, a kill -9 mid-run resumes exactly, and
 the exported file loads in the ComfyUI nodes."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,12 +31,6 @@ def _need_data():
                     "machines)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """casia_toy built once with the tiny config's own recipe (random ArcFace-shaped ONNX)."""
@@ -57,12 +48,13 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _launch(out: Path, data: Path, home: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "dense_face.train.trainer", "--config", str(CONFIG), "--output-dir", str(out),
-           "--set", f"data.root={data}", "--set", "data.build=null", "--max-steps", str(STEPS),
-           "--checkpoint-every", str(EVERY), "--set", "train.progress=false"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HOME=str(home), PYTHONUNBUFFERED="1")
+    from dense_face.train.launch import launch_command
+
+    cmd, env = launch_command(2, cpu=True)
+    cmd += ["--config", str(CONFIG), "--output-dir", str(out), "--set", f"data.root={data}", "--set", "data.build=null",
+            "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY), "--set", "train.progress=false",
+            "--set", "data.image_size=128"]  # the config's 256 px: same code, twice the run time
+    env.update(HF_HOME=str(home), PYTHONUNBUFFERED="1")
     log = open(out.parent / f"{out.name}.log", "w")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(out.parent))
 
@@ -134,6 +126,8 @@ def runs(dataset, tmp_path_factory) -> dict:
 def test_every_loss_term_decreases(runs):
     recs = _log(runs["full"])
     assert sorted(recs) == list(range(1, STEPS + 1))
+    assert recs[1]["samples"] == 2 * 2, "two processes of batch 2 each"  # one process would log 2
+    assert "2 processes (MULTI_CPU" in (runs["full"].parent / "full.log").read_text()
     lines = []
     for term in TERMS:
         first = sum(recs[s][term] for s in range(1, 5)) / 4

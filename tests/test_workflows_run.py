@@ -105,6 +105,29 @@ def test_face_swap_demo_changes_only_the_face(shared_dir, landmarker_path, demo_
 
 
 @pytest.mark.server
+def test_annotations_without_a_head_stop_before_the_sampler(server, shared_dir, tmp_path):
+    """Weights without a dense head (the authors' release): the annotation node's lazy inputs let ComfyUI
+    ask it first, so the prompt stops with the file named before the KSampler runs (minutes on a CPU)."""
+    import tiny_models as tm
+    from dense_face.dense_face_core.errors import DenseFaceError
+    from dense_face.dense_face_core.random_weights import build_random_weights
+    from dense_face.dense_face_core.weight_file import save_weight_file
+
+    w = build_random_weights(tm.tiny_family(), seed=1, with_dense_head=False, id_embedding_model=TINY_ID_MODEL)
+    save_weight_file(server.root / "models" / "dense_face" / "tiny_no_head.safetensors", w.tensors(), w.metadata)
+    wf = _tiny(json.loads((REPO / "workflows" / "dense_face_annotations_api.json").read_text()))
+    next(n for n in wf.values() if n["class_type"] == "DenseFaceLoader")["inputs"]["weights"] = "tiny_no_head.safetensors"
+    runner = _runner()
+    with pytest.raises(DenseFaceError, match="tiny_no_head.safetensors has no dense annotation head"):
+        runner.run_on_server(server.url, wf, {"reference": shared_dir / "data/celebs/Barack_Obama/01.jpg"},
+                             tmp_path, timeout=300)
+    last = max(server.get_json("/history").values(), key=lambda h: h["prompt"][0])
+    error = next(m[1] for m in last["status"]["messages"] if m[0] == "execution_error")
+    sampler = next(k for k, n in wf.items() if n["class_type"] == "KSampler")
+    assert error["node_type"] == "DenseFaceAnnotationPredict" and sampler not in error["executed"], error
+
+
+@pytest.mark.server
 def test_cli_run_against_server_url(server, shared_dir, tmp_path):
     """`dense-face run --comfy-url`: overrides by role, uploads, outputs downloaded, summary written."""
     import subprocess

@@ -2,7 +2,7 @@
 on a frozen Stable Diffusion with diffusers + accelerate.
 
     dense-face train --config FILE [--output-dir DIR] [--set key.sub=value ...] [--lr 1e-5 ...]
-    accelerate launch [--num_processes N ...] $(which dense-face) train --config FILE ...
+    accelerate launch [--multi_gpu --num_processes N ...] $(which dense-face) train --config FILE ...
 
 One process, DDP over many processes and nodes, and whatever ``accelerate config`` sets up
 (DeepSpeed/FSDP, mixed precision) all run this same loop. Resuming is exact: the sample
@@ -22,10 +22,16 @@ import torch
 from ..dense_face_core.errors import run_reporting_errors
 from . import config as C
 from .accelerator_setup import installed_trackers, make_accelerator
-from .checkpoints import (TrainState, checkpoint_meta, clean_temp_checkpoints, resume_from_checkpoint,
-                          save_checkpoint)
+from .checkpoints import (
+    TrainState,
+    checkpoint_meta,
+    clean_temp_checkpoints,
+    resume_from_checkpoint,
+    save_checkpoint,
+)
 from .data_prep import make_loader, run_dataset
 from .export import export_checkpoint
+from .launch import SINGLE_CPU_PROCESS_HINT, asked_for_more_processes
 from .micro_step import MicroStep, step_generator
 from .run_models import RunModels, make_optimizer, samples_per_step, setup_models
 from .train_log import LOSS_TERMS, TrainLog
@@ -59,6 +65,12 @@ def _start(cfg: dict) -> _Run:
     accelerator = make_accelerator(t, out, trackers)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     if accelerator.is_main_process:
+        kind = str(accelerator.distributed_type).split(".")[-1]
+        where = str(device) if kind == "NO" else f"{kind}, {device}"
+        print(f"dense-face train: {world} process{'es' if world > 1 else ''} ({where}), mixed precision "
+              f"{accelerator.mixed_precision}", file=sys.stderr)
+        if asked_for_more_processes(world):
+            print(SINGLE_CPU_PROCESS_HINT, file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         clean_temp_checkpoints(out)
     dataset, root, id_model = run_dataset(cfg, accelerator)
