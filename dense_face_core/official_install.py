@@ -13,13 +13,16 @@ each where ComfyUI and the shipped workflows look for it, under fixed names:
 - ``dense_face/DenseFace_face_generation.safetensors`` (+ ``.ir_se50.safetensors``): the
   converted Dense-Face weights and identity network.
 
-Every written file records the SHA-256 of its source, so a re-run skips what is installed and
-identical and refuses (before writing anything) to replace a different file of the same name.
+Every written file records the SHA-256, size and mtime of its source (a copy keeps its source's
+mtime), so a re-run skips what is installed and identical, hashing a source only when its size
+or mtime differ from the record (a re-run over 10 GB of release is then instant), and refuses
+(before writing anything) to replace a different file of the same name.
 Writes are atomic; free space is checked first; pickles are read only with
 ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -86,45 +89,74 @@ def sha256_of(path: Path, log=None) -> str:
     return h.hexdigest()
 
 
+class SourceFile:
+    """A release file; its SHA-256 is computed once, and only when something needs it."""
+
+    def __init__(self, path: Path, log=None):
+        self.path, self._log, self._sha = path, log, None
+
+    def sha256(self) -> str:
+        if self._sha is None:
+            self._sha = sha256_of(self.path, self._log)
+        return self._sha
+
+    def stamp(self) -> dict:
+        st = self.path.stat()
+        return {"source": self.path.name, "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
 @dataclass
 class Output:
     """One file to install: where, from what, how big, and how to write it."""
 
     dest: Path
-    source: Path
-    source_sha256: str
+    origin: SourceFile
     size: int
-    write: object  # callable(tmp_path) -> None
+    write: object  # callable(dest) -> None
     what: str
     copied: bool = False  # a byte copy of its source (else a conversion that records its source's hash)
     state: str = field(default="missing")  # missing | same | different | written
 
+    @property
+    def source(self) -> Path:
+        return self.origin.path
+
     def provenance(self) -> str:
-        return json.dumps({"source": self.source.name, "source_sha256": self.source_sha256,
+        return json.dumps({**self.origin.stamp(), "source_sha256": self.origin.sha256(),
                            "tool": "dense-face install-official 1"})
 
 
-def _installed_sha(dest: Path, copied: bool) -> str | None:
-    """The source SHA-256 an existing file was installed from (a copy is its own source)."""
-    if copied:
-        return sha256_of(dest)
+def _recorded_provenance(dest: Path) -> dict:
     from .weight_file import read_header
 
     try:
         _shapes, meta = read_header(dest)
-    except (WeightFileError, MissingModelError):
-        return None
-    try:
-        return json.loads(meta.get(PROVENANCE_KEY, "{}")).get("source_sha256")
-    except ValueError:
-        return None
+        recorded = json.loads(meta.get(PROVENANCE_KEY, "{}"))
+    except (WeightFileError, MissingModelError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _state_of_existing(out: Output) -> str:
+    """Same when the size and mtime match (a copy keeps its source's; a conversion records them), else by
+    SHA-256; a file that cannot be the output (another size, no record) is different without hashing."""
+    if out.copied:
+        src, dst = out.source.stat(), out.dest.stat()
+        if src.st_size != dst.st_size:
+            return "different"
+        if src.st_mtime_ns == dst.st_mtime_ns:
+            return "same"
+        return "same" if sha256_of(out.dest) == out.origin.sha256() else "different"
+    recorded = _recorded_provenance(out.dest)
+    if not recorded.get("source_sha256"):
+        return "different"
+    if all(recorded.get(k) == v for k, v in out.origin.stamp().items()):
+        return "same"
+    return "same" if recorded["source_sha256"] == out.origin.sha256() else "different"
 
 
 def _classify(out: Output) -> None:
-    if not out.dest.exists():
-        out.state = "missing"
-    else:
-        out.state = "same" if _installed_sha(out.dest, out.copied) == out.source_sha256 else "different"
+    out.state = _state_of_existing(out) if out.dest.exists() else "missing"
 
 
 def _tensor_bytes(tensors) -> int:
@@ -150,26 +182,30 @@ def base_state_dict(sd) -> dict:
     return {k: sd[k] for k in sd if k.startswith(BASE_PREFIXES) and not any(p in k for p in ADAPTER_PARTS)}
 
 
-def _safetensors_writer(tensors, metadata):
+def _safetensors_writer(out: Output, tensors, metadata):
+    """Writes ``tensors`` with ``metadata`` and the output's provenance (hashing its source now)."""
     from .weight_file import save_safetensors_atomic
 
     def write(dest: Path) -> None:
-        save_safetensors_atomic(dest, tensors, metadata)
+        save_safetensors_atomic(dest, tensors, {**metadata, PROVENANCE_KEY: out.provenance()})
     return write
 
 
-def _weights_writer(tensors, meta):
+def _weights_writer(out: Output, tensors, meta):
     from .weight_file import save_weight_file
 
     def write(dest: Path) -> None:
-        save_weight_file(dest, tensors, meta)
+        save_weight_file(dest, tensors, replace(meta, extra={**meta.extra, PROVENANCE_KEY: out.provenance()}))
     return write
 
 
 def _copy_writer(source: Path):
     def write(dest: Path) -> None:
+        st = source.stat()
         with atomic_path(dest) as tmp:
             shutil.copyfile(source, tmp)
+            with contextlib.suppress(OSError):  # where mtimes cannot be set, a re-run hashes instead
+                os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # what a re-run compares before hashing
     return write
 
 
@@ -195,25 +231,24 @@ def _face_generation_outputs(release: ReleaseFiles, models: Path, log) -> tuple[
                                       map_official_state_dict, read_official_state_dict)
 
     src = release.face_generation
+    origin = SourceFile(src, log)
     notes: list[str] = []
-    sha = sha256_of(src, log)
     sd = read_official_state_dict(src)
     tensors, meta, id_net, _ignored = map_official_state_dict(sd, src.name)
     weights_dest = models / "dense_face" / FACE_WEIGHTS
-    weights = Output(weights_dest, src, sha, _tensor_bytes(tensors), None, "Dense-Face weights (converted)")
-    weights.write = _weights_writer(tensors, replace(meta, extra={**meta.extra, PROVENANCE_KEY: weights.provenance()}))
+    weights = Output(weights_dest, origin, _tensor_bytes(tensors), None, "Dense-Face weights (converted)")
+    weights.write = _weights_writer(weights, tensors, meta)
     out = [weights]
     id_dest = id_network_path(weights_dest)
     if id_net:
-        id_out = Output(id_dest, src, sha, _tensor_bytes(id_net), None, "IR-SE50 identity network (from the checkpoint)")
-        id_out.write = _safetensors_writer(id_net, {**id_network_metadata(f"{ID_NETWORK_PREFIX}* of {src.name}"),
-                                                    PROVENANCE_KEY: id_out.provenance()})
+        id_out = Output(id_dest, origin, _tensor_bytes(id_net), None, "IR-SE50 identity network (from the checkpoint)")
+        id_out.write = _safetensors_writer(id_out, id_net, id_network_metadata(f"{ID_NETWORK_PREFIX}* of {src.name}"))
         out.append(id_out)
     elif release.ir_se50 is not None:
         pth = release.ir_se50
         id_sd = id_network_from_pth(pth)
-        id_out = Output(id_dest, pth, sha256_of(pth, log), _tensor_bytes(id_sd), None, "IR-SE50 identity network")
-        id_out.write = _safetensors_writer(id_sd, {**id_network_metadata(pth.name), PROVENANCE_KEY: id_out.provenance()})
+        id_out = Output(id_dest, SourceFile(pth, log), _tensor_bytes(id_sd), None, "IR-SE50 identity network")
+        id_out.write = _safetensors_writer(id_out, id_sd, id_network_metadata(pth.name))
         out.append(id_out)
     else:
         notes.append(f"IR-SE50 (the identity network of these weights) is neither inside {src.name} nor in "
@@ -222,9 +257,9 @@ def _face_generation_outputs(release: ReleaseFiles, models: Path, log) -> tuple[
                      f"model_ir_se50.pth from {PSP_URL}, put it in {release.folder} and run this command again.")
     base = base_state_dict(sd)
     if any(k.startswith("model.diffusion_model.") for k in base):
-        base_out = Output(models / "checkpoints" / FACE_BASE, src, sha, _tensor_bytes(base), None,
+        base_out = Output(models / "checkpoints" / FACE_BASE, origin, _tensor_bytes(base), None,
                           "face-generation base model (SD1.5 UNet, CLIP, VAE from the checkpoint)")
-        base_out.write = _safetensors_writer(base, {PROVENANCE_KEY: base_out.provenance()})
+        base_out.write = _safetensors_writer(base_out, base, {})
         out.append(base_out)
     else:
         notes.append(f"{src.name} carries no base model (model.diffusion_model.*): the face-generation workflows' "
@@ -235,7 +270,7 @@ def _face_generation_outputs(release: ReleaseFiles, models: Path, log) -> tuple[
 def _text_editing_output(release: ReleaseFiles, models: Path, log) -> Output:
     src = release.text_editing
     check_text_editing(src)
-    return Output(models / "checkpoints" / TEXT_EDITING, src, sha256_of(src, log), src.stat().st_size,
+    return Output(models / "checkpoints" / TEXT_EDITING, SourceFile(src, log), src.stat().st_size,
                   _copy_writer(src), "text-editing model (copied)", copied=True)
 
 

@@ -92,13 +92,14 @@ def test_install_is_complete_idempotent_and_never_overwrites(release, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in models.rglob("*.safetensors")}
     again = _cli("install-official", folder, "--models-dir", models)
     assert again.returncode == 0 and again.stdout.count("already installed") == 4, again.stdout
+    assert "hashing" not in again.stdout  # sizes and mtimes match the records: nothing is read twice
     assert {p: p.stat().st_mtime_ns for p in models.rglob("*.safetensors")} == mtimes
 
     other = tmp_path / "other_models"
     (other / "checkpoints").mkdir(parents=True)
     (other / "checkpoints" / TEXT).write_bytes(b"someone else's file")
     refused = _cli("install-official", folder, "--models-dir", other)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and "hashing" not in refused.stdout
     assert str(other / "checkpoints" / TEXT) in refused.stderr and "nothing was written" in refused.stderr
     assert (other / "checkpoints" / TEXT).read_bytes() == b"someone else's file" and not (other / "dense_face").exists()
 
@@ -126,6 +127,36 @@ def test_identity_network_from_psp_file_or_a_clear_note(tmp_path):
 
     enc = IRSE50Encoder(tmp_path / "m2" / "dense_face" / "DenseFace_face_generation.ir_se50.safetensors")
     assert enc.embed_crop(np.full((256, 256, 3), 128, np.uint8)).shape == (512,)
+
+
+def test_rerun_hashes_only_sources_whose_size_or_mtime_changed(tmp_path, monkeypatch):
+    """A re-run compares each source's size and mtime with the record before hashing it: unchanged, no hashing;
+    touched with the same bytes, hashed and still the same; another checkpoint under the old name, refused."""
+    from dense_face.dense_face_core import official_install as oi
+    from dense_face.dense_face_core.random_weights import tiny_family
+
+    tiny_family()
+    folder, models = tmp_path / "download", tmp_path / "models"
+    _authors_folder(folder, None, with_base=False, family="tiny")
+    first = oi.install_official(folder, models, log=lambda *_: None)
+    assert [o.state for o in first] == ["written", "written"]
+    hashed = []
+    real = oi.sha256_of
+    monkeypatch.setattr(oi, "sha256_of", lambda path, log=None: hashed.append(path.name) or real(path, log))
+    assert [o.state for o in oi.install_official(folder, models, log=lambda *_: None)] == ["same", "same"]
+    assert hashed == []
+    epoch = folder / EPOCH
+    os.utime(epoch, ns=(epoch.stat().st_atime_ns, epoch.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    assert [o.state for o in oi.install_official(folder, models, log=lambda *_: None)] == ["same", "same"]
+    assert hashed == [EPOCH]  # once for both outputs of that checkpoint
+    before = {p: p.read_bytes() for p in models.rglob("*.safetensors")}
+    ckpt = torch.load(epoch, weights_only=True)
+    key = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] + 1  # another training run's checkpoint, same file name
+    torch_save(ckpt, epoch)
+    with pytest.raises(oi.DenseFaceInputError, match="nothing was written"):
+        oi.install_official(folder, models, log=lambda *_: None)
+    assert {p: p.read_bytes() for p in models.rglob("*.safetensors")} == before
 
 
 def test_unwritable_models_folder_is_one_clear_line(release, tmp_path):
