@@ -6,6 +6,7 @@ prompt (``_check_stop`` every second), so no server is needed to see who stops a
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -15,18 +16,29 @@ from dense_face.headless import server_client
 from dense_face.headless.server_pool import run_pool
 
 
-def test_ctrl_c_reaches_every_worker_of_a_pool():
+@pytest.fixture
+def python_sigint_handler():
+    """Ctrl-C as the command line gets it: Python's own SIGINT handler. interrupt_main() does nothing under
+    SIG_IGN, which something earlier in a full pytest run once left installed (the test then hung)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_reaches_every_worker_of_a_pool(python_sigint_handler):
     stopped, started = [], threading.Barrier(3)
+    deadline = time.monotonic() + 60  # a worker that is never stopped fails the test instead of hanging it
 
     def follow(worker, item):
         started.wait(timeout=10)
         try:
-            while True:
+            while time.monotonic() < deadline:
                 server_client._check_stop()
                 time.sleep(0.05)
         except KeyboardInterrupt:
             stopped.append(worker)  # where run_on_server asks the server to stop the prompt
             raise
+        raise AssertionError(f"worker {worker} was not stopped within 60 s")
 
     threading.Timer(0.5, lambda: (started.wait(timeout=10), time.sleep(0.2), _thread.interrupt_main())).start()
     with pytest.raises(KeyboardInterrupt):
