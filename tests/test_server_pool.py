@@ -9,9 +9,9 @@ import _thread
 import signal
 import threading
 import time
+import warnings
 
 import pytest
-
 from dense_face.headless import server_client
 from dense_face.headless.server_pool import run_pool
 
@@ -21,6 +21,8 @@ def python_sigint_handler():
     """Ctrl-C as the command line gets it: Python's own SIGINT handler. interrupt_main() does nothing under
     SIG_IGN, which something earlier in a full pytest run once left installed (the test then hung)."""
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    if before is not signal.default_int_handler:  # evidence for whoever finds what left it (summary of the run)
+        warnings.warn(f"SIGINT handler before this test: {before!r}", stacklevel=1)
     yield
     signal.signal(signal.SIGINT, before)
 
