@@ -18,11 +18,12 @@ from dense_face.headless.server_pool import run_pool
 
 @pytest.fixture
 def python_sigint_handler():
-    """Ctrl-C as the command line gets it: Python's own SIGINT handler. interrupt_main() does nothing under
-    SIG_IGN, which something earlier in a full pytest run once left installed (the test then hung)."""
+    """Ctrl-C as a terminal's command line gets it: Python's own SIGINT handler. A shell starts a background
+    job (`cmd &` without job control) with SIGINT ignored, Python keeps it ignored, and interrupt_main() then
+    does nothing: a fresh-clone run started that way hung here."""
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    if before is not signal.default_int_handler:  # evidence for whoever finds what left it (summary of the run)
-        warnings.warn(f"SIGINT handler before this test: {before!r}", stacklevel=1)
+    if before is not signal.default_int_handler:  # said in the run's warnings summary
+        warnings.warn(f"SIGINT handler before this test: {before!r} (a background job?)", stacklevel=1)
     yield
     signal.signal(signal.SIGINT, before)
 
