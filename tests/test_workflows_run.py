@@ -13,7 +13,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*_api.json"))
-from comfy_harness import TINY_ID_MODEL, tiny_workflow  # noqa: E402,F401
+from comfy_harness import TINY_ID_MODEL, tiny_workflow  # noqa: E402
 
 
 def _runner():
