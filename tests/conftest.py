@@ -16,6 +16,17 @@ DATASET_ARGS = ["--landmarker", str(LANDMARKER), "--quiet"]  # what every datase
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/dense-face-mpl")
 
 
+def pytest_configure(config):
+    """Ctrl-C as at a terminal, for the tests and the processes they start. A shell starts a background job
+    (`cmd &` without job control) with SIGINT ignored and Python keeps it ignored: interrupt_main() then does
+    nothing and a child `dense-face` ignores SIGINT too (a fresh-clone run started that way hung in the pool
+    test). A Python handler here becomes the default in children, which install Python's own again."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def build_killed_after_first_shard(argv: list[str], out: Path, env: dict | None = None):
     """Run the dataset builder with ``argv`` in its own session and SIGKILL the whole session as soon as
     its first shard is on disk (a kill -9 mid-build); the finished process is returned."""

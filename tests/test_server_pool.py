@@ -6,29 +6,15 @@ prompt (``_check_stop`` every second), so no server is needed to see who stops a
 from __future__ import annotations
 
 import _thread
-import signal
 import threading
 import time
-import warnings
 
 import pytest
 from dense_face.headless import server_client
 from dense_face.headless.server_pool import run_pool
 
 
-@pytest.fixture
-def python_sigint_handler():
-    """Ctrl-C as a terminal's command line gets it: Python's own SIGINT handler. A shell starts a background
-    job (`cmd &` without job control) with SIGINT ignored, Python keeps it ignored, and interrupt_main() then
-    does nothing: a fresh-clone run started that way hung here."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    if before is not signal.default_int_handler:  # said in the run's warnings summary
-        warnings.warn(f"SIGINT handler before this test: {before!r} (a background job?)", stacklevel=1)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
-def test_ctrl_c_reaches_every_worker_of_a_pool(python_sigint_handler):
+def test_ctrl_c_reaches_every_worker_of_a_pool():
     stopped, started = [], threading.Barrier(3)
     deadline = time.monotonic() + 60  # a worker that is never stopped fails the test instead of hanging it
 

@@ -122,15 +122,9 @@ def test_missing_models_are_named_with_their_folder_and_close_names(servers, sha
             assert "demo-weights --models-dir" in proc.stderr  # the server has not got the demo set either
 
 
-# `dense-face` with Python's own SIGINT handler, as at a terminal: a shell starts a background job (a test run
-# started with `&`) with SIGINT ignored, and a child would inherit that
-CLI_WITH_PYTHONS_SIGINT = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                           "runpy.run_module('dense_face.cli', run_name='__main__')")
-
-
 def test_ctrl_c_interrupts_the_prompt_on_the_server(servers, shared_dir, tmp_path):
     srv = servers[1]
-    proc = subprocess.Popen([sys.executable, "-c", CLI_WITH_PYTHONS_SIGINT, "run", "--workflow",
+    proc = subprocess.Popen([sys.executable, "-m", "dense_face.cli", "run", "--workflow",
                              _tiny_file(tmp_path, "dense_face_pose_control", steps=4000), "--comfy-url", srv.url,
                              "--reference", shared_dir / "data/celebs/Yann_LeCun/02.jpg", "--out", tmp_path / "o"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
